@@ -1,4 +1,67 @@
-"""The `cnnkit` command: subcommands over the library; user errors become one line and exit 2."""
+"""The `cnnkit` command: thin subcommands over the library.
 
-def main(argv=None) -> int:
-    return 0
+Each command group lives in its own module with a `register(subparsers)` function; handlers
+import torch and other heavy modules inside themselves, so `cnnkit plan` stays instant.
+A CnnkitError becomes one line on stderr and exit code 2; `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cnnkit.errors import CnnkitError
+
+# Order is the order of `cnnkit --help`.
+_GROUPS = ("plan_cmds", "data_cmds", "train_cmds", "inspect_cmds", "serve_cmds")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line and exit 2, like every other user error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = _Parser(prog="cnnkit", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("--version", action="version", version=_version())
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    subparsers.required = True
+    for group in _GROUPS:
+        importlib.import_module(f"cnnkit.cli.{group}").register(subparsers)
+    return parser
+
+
+def _version() -> str:
+    from cnnkit import __version__
+
+    return f"cnnkit {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except CnnkitError as error:
+        if debug:
+            raise
+        print(f"cnnkit: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("cnnkit: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
