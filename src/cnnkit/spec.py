@@ -1,0 +1,547 @@
+"""Architecture specs: the `>` notation and YAML/JSON files, parsed into frozen dataclasses.
+
+    28x28x1 > conv 6@5x5 s1 same > relu > maxpool 2 > flatten > fc 10
+
+A spec is an input shape `HxWxC` followed by layers separated by `>`. Pure Python: the
+planner's fast path imports this module and nothing heavier.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar, Union
+
+from cnnkit.errors import SpecError
+from cnnkit.shapes import Padding, padding_text
+
+MAX_ELEMENTS = (
+    2**31
+)  # a shape or count at or above this is refused: nobody means it, and it overflows int32
+
+
+# ----------------------------------------------------------------------------- layer records
+
+
+@dataclass(frozen=True)
+class Conv:
+    """`conv K@FhxFw [sS] [same|valid|pN]`: K filters of Fh x Fw, each with a bias."""
+
+    filters: int
+    kernel_size: tuple[int, int]
+    stride: int = 1
+    padding: Padding = "valid"
+    type: ClassVar[str] = "conv"
+
+
+@dataclass(frozen=True)
+class Pool:
+    """`maxpool F` / `avgpool F [sS] [padding]`: stride defaults to F."""
+
+    op: str  # "max" | "avg"
+    kernel_size: tuple[int, int]
+    stride: int
+    padding: Padding = "valid"
+
+    @property
+    def type(self) -> str:
+        return f"{self.op}pool"
+
+
+@dataclass(frozen=True)
+class Activation:
+    """`relu`, `gelu`, `tanh`, `sigmoid` or `softmax` (over the channels)."""
+
+    function: str
+
+    @property
+    def type(self) -> str:
+        return self.function
+
+
+@dataclass(frozen=True)
+class BatchNorm:
+    type: ClassVar[str] = "bn"
+
+
+@dataclass(frozen=True)
+class Dropout:
+    rate: float
+    type: ClassVar[str] = "dropout"
+
+
+@dataclass(frozen=True)
+class Flatten:
+    type: ClassVar[str] = "flatten"
+
+
+@dataclass(frozen=True)
+class Linear:
+    """`fc N`: a fully connected layer with N outputs."""
+
+    out_features: int
+    type: ClassVar[str] = "fc"
+
+
+@dataclass(frozen=True)
+class GlobalAvgPool:
+    type: ClassVar[str] = "gap"
+
+
+@dataclass(frozen=True)
+class Inception:
+    """`inception A,Br>B,Cr>C,D`: GoogLeNet's module; output depth A + B + C + D."""
+
+    branch1x1: int
+    reduce3x3: int
+    branch3x3: int
+    reduce5x5: int
+    branch5x5: int
+    pool_proj: int
+    type: ClassVar[str] = "inception"
+
+
+@dataclass(frozen=True)
+class Residual:
+    """`res N [sS]`: two 3x3 convs (same padding, batch norm) plus a shortcut."""
+
+    filters: int
+    stride: int = 1
+    type: ClassVar[str] = "res"
+
+
+Layer = Union[
+    Conv, Pool, Activation, BatchNorm, Dropout, Flatten, Linear, GlobalAvgPool, Inception, Residual
+]
+ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "softmax")
+KEYWORDS = (
+    "conv",
+    "maxpool",
+    "avgpool",
+    *ACTIVATIONS,
+    "bn",
+    "dropout",
+    "flatten",
+    "fc",
+    "gap",
+    "inception",
+    "res",
+)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """An input shape (H, W, C) and the layers applied to it, in order."""
+
+    input_shape: tuple[int, int, int]
+    layers: tuple[Layer, ...]
+
+    def __str__(self) -> str:
+        return to_notation(self)
+
+
+# ----------------------------------------------------------------------------- notation
+
+
+def to_notation(spec: Spec) -> str:
+    """The canonical `>` text of a spec; parse(to_notation(s)) == s."""
+    return " > ".join([shape_text(spec.input_shape), *(layer_text(layer) for layer in spec.layers)])
+
+
+def shape_text(shape: tuple[int, ...]) -> str:
+    return "x".join(str(n) for n in shape)
+
+
+def layer_text(layer: Layer) -> str:
+    """One layer in the notation, with every option spelled out (`conv 6@5x5 s1 valid`)."""
+    if isinstance(layer, Conv):
+        return f"conv {layer.filters}@{shape_text(layer.kernel_size)} s{layer.stride} {padding_text(layer.padding)}"
+    if isinstance(layer, Pool):
+        size = (
+            layer.kernel_size[0]
+            if layer.kernel_size[0] == layer.kernel_size[1]
+            else shape_text(layer.kernel_size)
+        )
+        return f"{layer.type} {size} s{layer.stride} {padding_text(layer.padding)}"
+    if isinstance(layer, Dropout):
+        return f"dropout {layer.rate:g}"
+    if isinstance(layer, Linear):
+        return f"fc {layer.out_features}"
+    if isinstance(layer, Inception):
+        i = layer
+        return f"inception {i.branch1x1},{i.reduce3x3}>{i.branch3x3},{i.reduce5x5}>{i.branch5x5},{i.pool_proj}"
+    if isinstance(layer, Residual):
+        return f"res {layer.filters}" + (f" s{layer.stride}" if layer.stride != 1 else "")
+    return layer.type
+
+
+_INCEPTION = re.compile(
+    r"inception\s+(\d+)\s*,\s*(\d+)\s*>\s*(\d+)\s*,\s*(\d+)\s*>\s*(\d+)\s*,\s*(\d+)\s*"
+)
+_TOKEN = re.compile(r"\S+")
+
+
+def parse(text: str) -> Spec:
+    """Parse the `>` notation. Raises SpecError naming the layer, with a caret under bad tokens."""
+    if not isinstance(text, str) or not text.strip():
+        raise SpecError(
+            "empty spec: expected an input shape and layers, such as '28x28x1 > conv 6@5x5 > relu'"
+        )
+    segments = _segments(text)
+    (shape_start, shape_end), *layer_spans = segments
+    shape = _parse_shape_at(text, shape_start, shape_end)
+    layers = []
+    for number, (start, end) in enumerate(layer_spans, start=1):
+        layers.append(_parse_layer(text, start, end, number))
+    return Spec(shape, tuple(layers))
+
+
+def parse_shape(text: str) -> tuple[int, int, int]:
+    """Parse `HxWxC` (such as `28x28x1`) into (H, W, C)."""
+    return _parse_shape_at(text, 0, len(text))
+
+
+def _segments(text: str) -> list[tuple[int, int]]:
+    """Character spans of the shape and each layer; an inception's own `>` stay inside it."""
+    spans, start = [], 0
+    while True:
+        stripped = len(text) - len(text[start:].lstrip())
+        match = _INCEPTION.match(text, stripped)
+        search_from = match.end() if match else start
+        cut = text.find(">", search_from)
+        end = len(text) if cut < 0 else cut
+        spans.append((start, end))
+        if cut < 0:
+            return spans
+        start = cut + 1
+
+
+def _caret(text: str, start: int, end: int) -> str:
+    """The spec on one line and carets under text[start:end], for an error message."""
+    flat = text.replace("\n", " ")
+    return f"\n  {flat}\n  {' ' * start}{'^' * max(end - start, 1)}"
+
+
+def _parse_shape_at(text: str, start: int, end: int) -> tuple[int, int, int]:
+    raw = text[start:end].strip()
+    offset = start + (len(text[start:end]) - len(text[start:end].lstrip()))
+    match = re.fullmatch(r"(\d+)x(\d+)x(\d+)", raw)
+    if not match:
+        hint = (
+            " (add the channel count: 28x28x1 for grayscale, 28x28x3 for colour)"
+            if re.fullmatch(r"\d+x\d+", raw)
+            else ""
+        )
+        raise SpecError(
+            f"input shape {raw!r} is malformed{hint}: expected HxWxC such as 28x28x1"
+            + _caret(text, offset, offset + len(raw))
+        )
+    shape = tuple(int(g) for g in match.groups())
+    check_shape(shape, f"input shape {raw!r}")
+    return shape  # type: ignore[return-value]
+
+
+def check_shape(shape: tuple[int, ...], where: str) -> None:
+    """Refuse zero sizes and volumes of 2^31 elements or more."""
+    if any(n <= 0 for n in shape):
+        raise SpecError(f"{where}: every size must be at least 1, got {shape_text(shape)}")
+    volume = 1
+    for n in shape:
+        volume *= n
+    if volume >= MAX_ELEMENTS:
+        raise SpecError(
+            f"{where}: {shape_text(shape)} has {volume:,} elements, over the 2^31 cap; use a smaller input"
+        )
+
+
+def _parse_layer(text: str, start: int, end: int, number: int) -> Layer:
+    tokens = [
+        (m.group(), start + m.start(), start + m.end()) for m in _TOKEN.finditer(text[start:end])
+    ]
+    where = f"layer {number} '{text[start:end].strip()}'"
+    if not tokens:
+        raise SpecError(
+            f"layer {number} is empty: remove the extra '>' or add a layer"
+            + _caret(text, start, end)
+        )
+    keyword, kstart, kend = tokens[0]
+    keyword = keyword.lower()
+    if keyword not in KEYWORDS:
+        close = difflib.get_close_matches(keyword, KEYWORDS, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"expected one of {', '.join(KEYWORDS)}"
+        raise SpecError(
+            f"layer {number}: unknown layer {tokens[0][0]!r}; {hint}" + _caret(text, kstart, kend)
+        )
+    args = tokens[1:]
+    if keyword == "inception":
+        match = _INCEPTION.fullmatch(text[start:end].strip() + " ")
+        if not match:
+            raise SpecError(
+                f"{where}: expected 'inception A,Br>B,Cr>C,D' such as 'inception 64,96>128,16>32,32'"
+                + _caret(text, kstart, end)
+            )
+        numbers = [_positive(int(g), where, "a branch width") for g in match.groups()]
+        return Inception(*numbers)
+    if keyword in ("conv", "maxpool", "avgpool", "res"):
+        return _parse_windowed(keyword, args, text, where)
+    if keyword in ("dropout", "fc"):
+        if len(args) != 1:
+            example = "dropout 0.5" if keyword == "dropout" else "fc 10"
+            raise SpecError(
+                f"{where}: expected one number, such as '{example}'" + _caret(text, kstart, end)
+            )
+        value, vstart, vend = args[0]
+        if keyword == "fc":
+            if not value.isdigit():
+                raise SpecError(
+                    f"{where}: {value!r} is not a whole number of outputs, such as 'fc 10'"
+                    + _caret(text, vstart, vend)
+                )
+            return Linear(_positive(int(value), where, "the output count"))
+        try:
+            rate = float(value)
+        except ValueError:
+            raise SpecError(
+                f"{where}: {value!r} is not a rate, such as 'dropout 0.5'"
+                + _caret(text, vstart, vend)
+            ) from None
+        return Dropout(check_rate(rate, where))
+    if args:
+        token, astart, aend = args[0]
+        raise SpecError(
+            f"{where}: '{keyword}' takes no options, got {token!r}" + _caret(text, astart, aend)
+        )
+    if keyword in ACTIVATIONS:
+        return Activation(keyword)
+    return {"bn": BatchNorm, "flatten": Flatten, "gap": GlobalAvgPool}[keyword]()
+
+
+def _parse_windowed(keyword: str, args: list[tuple[str, int, int]], text: str, where: str) -> Layer:
+    """conv, maxpool, avgpool and res: a size first, then options `sS` and a padding."""
+    examples = {
+        "conv": "conv 6@5x5 s1 same",
+        "maxpool": "maxpool 2 s2",
+        "avgpool": "avgpool 2",
+        "res": "res 64 s2",
+    }
+    if not args:
+        raise SpecError(f"{where}: missing its size; write it like '{examples[keyword]}'")
+    size, sstart, send = args[0]
+    stride: int | None = None
+    padding: Padding = "valid"
+    for token, tstart, tend in args[1:]:
+        low = token.lower()
+        if re.fullmatch(r"s\d+", low) and stride is None:
+            stride = check_stride(int(low[1:]), where)
+        elif low in ("same", "valid") and keyword != "res":
+            padding = low
+        elif re.fullmatch(r"p\d+", low) and keyword != "res":
+            padding = int(low[1:])
+        else:
+            raise SpecError(
+                f"{where}: unexpected option {token!r}; options are sS (stride)"
+                + ("" if keyword == "res" else " and same, valid or pN (padding)")
+                + _caret(text, tstart, tend)
+            )
+    if keyword == "res":
+        if not size.isdigit():
+            raise SpecError(
+                f"{where}: {size!r} is not a filter count; write it like 'res 64'"
+                + _caret(text, sstart, send)
+            )
+        return Residual(_positive(int(size), where, "the filter count"), stride or 1)
+    if keyword == "conv":
+        match = re.fullmatch(r"(\d+)@(\d+)(?:x(\d+))?", size)
+        if not match:
+            raise SpecError(
+                f"{where}: {size!r} is not K@FxF; write it like 'conv 6@5x5'"
+                + _caret(text, sstart, send)
+            )
+        filters = _positive(int(match[1]), where, "the filter count")
+        kernel = _kernel(match[2], match[3], where)
+        layer: Layer = Conv(filters, kernel, stride or 1, padding)
+    else:
+        match = re.fullmatch(r"(\d+)(?:x(\d+))?", size)
+        if not match:
+            raise SpecError(
+                f"{where}: {size!r} is not a window size; write it like '{examples[keyword]}'"
+                + _caret(text, sstart, send)
+            )
+        kernel = _kernel(match[1], match[2], where)
+        layer = Pool(keyword[:3], kernel, stride or kernel[0], padding)
+    check_padding(layer.padding, layer.kernel_size, where)
+    return layer
+
+
+def _kernel(height: str, width: str | None, where: str) -> tuple[int, int]:
+    h = _positive(int(height), where, "the filter size")
+    return (h, _positive(int(width), where, "the filter size") if width else h)
+
+
+def _positive(value: int, where: str, what: str) -> int:
+    if value <= 0:
+        raise SpecError(f"{where}: {what} must be at least 1, got {value}")
+    if value >= MAX_ELEMENTS:
+        raise SpecError(f"{where}: {what} {value:,} is over the 2^31 cap")
+    return value
+
+
+def check_stride(stride: int, where: str) -> int:
+    if stride <= 0:
+        raise SpecError(
+            f"{where}: stride must be at least 1, got s{stride}; use s1 to visit every position"
+        )
+    if stride >= MAX_ELEMENTS:
+        raise SpecError(f"{where}: stride {stride:,} is over the 2^31 cap")
+    return stride
+
+
+def check_rate(rate: float, where: str) -> float:
+    if not 0.0 <= rate < 1.0:
+        raise SpecError(
+            f"{where}: dropout rate must be in [0, 1), got {rate:g}; 0.5 drops half the units"
+        )
+    return rate
+
+
+def check_padding(padding: Padding, kernel: tuple[int, int], where: str) -> None:
+    if isinstance(padding, int) and padding >= min(kernel):
+        raise SpecError(
+            f"{where}: padding p{padding} is not smaller than the {shape_text(kernel)} filter, so some windows "
+            f"would see only zeros; use p{min(kernel) - 1} or less, or 'same'"
+        )
+
+
+# ----------------------------------------------------------------------------- YAML / JSON form
+
+_FIELDS: dict[str, tuple[str, ...]] = {
+    "conv": ("filters", "kernel_size", "stride", "padding"),
+    "maxpool": ("kernel_size", "stride", "padding"),
+    "avgpool": ("kernel_size", "stride", "padding"),
+    "dropout": ("rate",),
+    "fc": ("out_features",),
+    "inception": ("branch1x1", "reduce3x3", "branch3x3", "reduce5x5", "branch5x5", "pool_proj"),
+    "res": ("filters", "stride"),
+}
+
+
+def to_dict(spec: Spec) -> dict[str, Any]:
+    """The file form: `{"input": [H, W, C], "layers": [{"type": "conv", ...}, ...]}`."""
+    layers = []
+    for layer in spec.layers:
+        entry: dict[str, Any] = {"type": layer.type}
+        for name in _FIELDS.get(layer.type, ()):
+            value = getattr(layer, name)
+            entry[name] = list(value) if isinstance(value, tuple) else value
+        layers.append(entry)
+    return {"input": list(spec.input_shape), "layers": layers}
+
+
+def from_dict(data: Any) -> Spec:
+    """Build a spec from its file form, refusing unknown fields and wrong types."""
+    if not isinstance(data, dict):
+        raise SpecError(
+            f"a spec file must hold a mapping with 'input' and 'layers', got {type(data).__name__}"
+        )
+    unknown = set(data) - {"input", "layers"}
+    if unknown:
+        raise SpecError(
+            f"spec file: unknown field(s) {', '.join(sorted(map(str, unknown)))}; allowed are input, layers"
+        )
+    shape = data.get("input")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(type(n) is int for n in shape)):
+        raise SpecError(f"spec file: 'input' must be [H, W, C] such as [28, 28, 1], got {shape!r}")
+    check_shape(tuple(shape), "spec file 'input'")
+    layers = data.get("layers")
+    if not isinstance(layers, list):
+        raise SpecError(
+            f"spec file: 'layers' must be a list of {{type: ...}} entries, got {layers!r}"
+        )
+    return Spec(
+        tuple(shape), tuple(_layer_from_dict(entry, n) for n, entry in enumerate(layers, start=1))
+    )  # type: ignore[arg-type]
+
+
+def _layer_from_dict(entry: Any, number: int) -> Layer:
+    if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
+        raise SpecError(
+            f"layer {number}: expected a mapping with a 'type', such as {{type: relu}}, got {entry!r}"
+        )
+    kind = entry["type"].lower()
+    where = f"layer {number} ({kind})"
+    if kind not in KEYWORDS:
+        close = difflib.get_close_matches(kind, KEYWORDS, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"expected one of {', '.join(KEYWORDS)}"
+        raise SpecError(f"layer {number}: unknown type {entry['type']!r}; {hint}")
+    allowed = _FIELDS.get(kind, ())
+    unknown = set(entry) - {"type", *allowed}
+    if unknown:
+        raise SpecError(
+            f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}; allowed are {', '.join(allowed) or 'none'}"
+        )
+    fields = {name: entry[name] for name in allowed if name in entry}
+
+    def number_field(name: str, default: int | None = None) -> int:
+        value = fields.get(name, default)
+        if type(value) is not int:
+            raise SpecError(f"{where}: '{name}' must be a whole number, got {value!r}")
+        return _positive(value, where, name)
+
+    if kind in ACTIVATIONS:
+        return Activation(kind)
+    if kind in ("bn", "flatten", "gap"):
+        return {"bn": BatchNorm, "flatten": Flatten, "gap": GlobalAvgPool}[kind]()
+    if kind == "fc":
+        return Linear(number_field("out_features"))
+    if kind == "dropout":
+        rate = fields.get("rate")
+        if type(rate) not in (int, float):
+            raise SpecError(f"{where}: 'rate' must be a number in [0, 1), got {rate!r}")
+        return Dropout(check_rate(float(rate), where))
+    if kind == "inception":
+        return Inception(*(number_field(name) for name in allowed))
+    if kind == "res":
+        return Residual(number_field("filters"), check_stride(number_field("stride", 1), where))
+    kernel = _kernel_field(fields.get("kernel_size"), where)
+    padding = _padding_field(fields.get("padding", "valid"), where)
+    check_padding(padding, kernel, where)
+    if kind == "conv":
+        return Conv(
+            number_field("filters"), kernel, check_stride(number_field("stride", 1), where), padding
+        )
+    return Pool(kind[:3], kernel, check_stride(number_field("stride", kernel[0]), where), padding)
+
+
+def _kernel_field(value: Any, where: str) -> tuple[int, int]:
+    if type(value) is int:
+        value = [value, value]
+    if not (isinstance(value, list) and len(value) == 2 and all(type(n) is int for n in value)):
+        raise SpecError(f"{where}: 'kernel_size' must be F or [Fh, Fw], got {value!r}")
+    return (_positive(value[0], where, "kernel_size"), _positive(value[1], where, "kernel_size"))
+
+
+def _padding_field(value: Any, where: str) -> Padding:
+    if value in ("same", "valid"):
+        return value
+    if type(value) is int and value >= 0:
+        return value
+    raise SpecError(
+        f"{where}: 'padding' must be 'same', 'valid' or a number of pixels N >= 0, got {value!r}"
+    )
+
+
+def load_text(text: str, name: str = "spec file") -> Spec:
+    """Parse a YAML or JSON document (JSON is YAML) into a spec."""
+    import yaml  # imported here so that plain notation never pays for it
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "invalid syntax"
+        raise SpecError(
+            f"{name} is not valid YAML/JSON{where}: {problem}; check the indentation and brackets"
+        ) from None
+    return from_dict(data)
