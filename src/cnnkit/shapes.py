@@ -7,9 +7,7 @@ Pure Python: the planner, `solve`, the NumPy reference and `build` all take thei
 
 from __future__ import annotations
 
-from typing import Union
-
-Padding = Union[str, int]  # "valid" | "same" | N
+Padding = str | int  # "valid" | "same" | N
 
 
 def pad_amounts(n: int, f: int, s: int, padding: Padding) -> tuple[int, int]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 from cnnkit.errors import SpecError
 from cnnkit.shapes import Padding, padding_text
@@ -111,9 +111,18 @@ class Residual:
     type: ClassVar[str] = "res"
 
 
-Layer = Union[
-    Conv, Pool, Activation, BatchNorm, Dropout, Flatten, Linear, GlobalAvgPool, Inception, Residual
-]
+Layer = (
+    Conv
+    | Pool
+    | Activation
+    | BatchNorm
+    | Dropout
+    | Flatten
+    | Linear
+    | GlobalAvgPool
+    | Inception
+    | Residual
+)
 ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "softmax")
 KEYWORDS = (
     "conv",
