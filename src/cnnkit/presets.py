@@ -1,0 +1,101 @@
+"""Named architectures, as data: each preset is a spec in the `>` notation.
+
+Pure Python. `resolve` turns a preset name, a notation string or a spec file path into a Spec,
+with the input shape and class count optionally overridden.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from pathlib import Path
+
+from cnnkit.errors import SpecError
+from cnnkit.spec import Linear, Spec, check_shape, layer_text, load_text, parse, parse_shape
+
+PRESETS: dict[str, tuple[str, str]] = {
+    # name: (notation, one line on where it comes from)
+    "lenet5": (
+        "32x32x1 > conv 6@5x5 > relu > maxpool 2 > conv 16@5x5 > relu > maxpool 2"
+        " > flatten > fc 120 > relu > fc 84 > relu > fc 10",
+        "LeCun et al. 1998, as in the course's LeNet lab (ReLU and max pooling)",
+    ),
+    "tinyvgg": (
+        "64x64x3 > conv 10@3x3 > relu > conv 10@3x3 > relu > maxpool 2"
+        " > conv 10@3x3 > relu > conv 10@3x3 > relu > maxpool 2 > flatten > fc 10",
+        "the network of the CNN Explainer (Wang et al. 2020)",
+    ),
+    "tf-mnist": (
+        "28x28x1 > conv 32@5x5 same > relu > maxpool 2 same > conv 64@5x5 same > relu"
+        " > maxpool 2 same > flatten > fc 1024 > relu > dropout 0.25 > fc 10",
+        "the course's TensorFlow network for MNIST (SAME padding, keep_prob 0.75)",
+    ),
+    "inception-demo": (
+        "32x32x3 > conv 32@3x3 same > bn > relu > maxpool 2"
+        " > inception 16,24>32,4>8,8 > maxpool 2 > inception 32,32>48,8>16,16 > gap > fc 10",
+        "a small GoogLeNet: 1x1 reductions before the 3x3 and 5x5 branches",
+    ),
+    "digits": (
+        "28x28x1 > conv 32@3x3 same > bn > relu > maxpool 2 > conv 64@3x3 same > bn > relu"
+        " > maxpool 2 > conv 128@3x3 same > bn > relu > maxpool 2 > flatten > fc 10",
+        "cnnkit's default: a fast modern network for 28x28 digits (batch norm, same padding)",
+    ),
+}
+DEFAULT_PRESET = "digits"
+
+
+def names() -> list[str]:
+    return list(PRESETS)
+
+
+def get(name: str) -> Spec:
+    """The preset's spec; SpecError with the closest name when there is no such preset."""
+    if name not in PRESETS:
+        close = difflib.get_close_matches(name, PRESETS, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"the presets are {', '.join(PRESETS)}"
+        raise SpecError(f"unknown preset {name!r}; {hint}")
+    return parse(PRESETS[name][0])
+
+
+def resolve(model: str, input_shape: str | None = None, classes: int | None = None) -> Spec:
+    """A preset name, a notation string, or a .yaml/.yml/.json file, with optional overrides."""
+    spec = _load(model)
+    if input_shape is not None:
+        spec = with_input(spec, parse_shape(input_shape))
+    if classes is not None:
+        spec = with_classes(spec, classes)
+    return spec
+
+
+def _load(model: str) -> Spec:
+    if ">" in model:
+        return parse(model)
+    if model.endswith((".yaml", ".yml", ".json")):
+        path = Path(model)
+        if not path.is_file():
+            raise SpecError(f"spec file {model!r} does not exist; check the path")
+        return load_text(path.read_text(encoding="utf-8"), name=f"spec file {path.name!r}")
+    if model in PRESETS or not any(ch in model for ch in "/\\@ "):
+        return get(model)
+    return parse(model)
+
+
+def with_input(spec: Spec, shape: tuple[int, int, int]) -> Spec:
+    """The same layers on another input shape (`--input 28x28x3`)."""
+    check_shape(shape, "--input")
+    return dataclasses.replace(spec, input_shape=shape)
+
+
+def with_classes(spec: Spec, classes: int) -> Spec:
+    """Replace the last fc's output count (`--classes 43`)."""
+    if classes < 2:
+        raise SpecError(f"--classes must be at least 2 for a classifier, got {classes}")
+    layers = list(spec.layers)
+    for index in range(len(layers) - 1, -1, -1):
+        if isinstance(layers[index], Linear):
+            layers[index] = Linear(classes)
+            return dataclasses.replace(spec, layers=tuple(layers))
+    texts = " > ".join(layer_text(layer) for layer in layers) or "no layers"
+    raise SpecError(
+        f"--classes needs a final fc layer to resize, but the spec has none ({texts}); add 'fc {classes}'"
+    )
