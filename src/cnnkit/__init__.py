@@ -1,10 +1,13 @@
 """cnnkit: design, train, inspect and serve convolutional neural networks.
 
 The planner (`parse`, `plan`, presets) is pure Python and imports no torch, so
-`cnnkit plan` starts instantly; the torch-backed parts are imported on first use.
+`cnnkit plan` starts instantly; the torch-backed parts (`build`, `load`) are imported on first use.
 """
 
 from cnnkit.errors import CheckpointError, CnnkitError, ConfigError, DataError, ImageError, SpecError
+from cnnkit.plan import Plan, plan
+from cnnkit.presets import resolve
+from cnnkit.spec import Spec, parse
 
 __version__ = "0.1.0"
 
@@ -14,6 +17,26 @@ __all__ = [
     "ConfigError",
     "DataError",
     "ImageError",
+    "Plan",
+    "Spec",
     "SpecError",
     "__version__",
+    "build",
+    "load",
+    "parse",
+    "plan",
+    "resolve",
 ]
+
+
+def __getattr__(name: str):
+    # torch-backed entry points, imported only when asked for (PEP 562).
+    if name == "build":
+        from cnnkit.build import build
+
+        return build
+    if name == "load":
+        from cnnkit.predict import load
+
+        return load
+    raise AttributeError(f"module 'cnnkit' has no attribute {name!r}")
