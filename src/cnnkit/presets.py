@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from pathlib import Path
 
 from cnnkit.errors import SpecError
 from cnnkit.spec import Linear, Spec, check_shape, layer_text, load_text, parse, parse_shape
@@ -71,6 +70,8 @@ def _load(model: str) -> Spec:
     if ">" in model:
         return parse(model)
     if model.endswith((".yaml", ".yml", ".json")):
+        from pathlib import Path  # only spec files need it; plain names stay on the fast path
+
         path = Path(model)
         if not path.is_file():
             raise SpecError(f"spec file {model!r} does not exist; check the path")
