@@ -8,9 +8,9 @@ import sys
 import textwrap
 
 import pytest
-from conftest import REPO, assert_golden
 
 from cnnkit.cli import main
+from conftest import REPO, assert_golden
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

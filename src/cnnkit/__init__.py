@@ -4,7 +4,14 @@ The planner (`parse`, `plan`, presets) is pure Python and imports no torch, so
 `cnnkit plan` starts instantly; the torch-backed parts (`build`, `load`) are imported on first use.
 """
 
-from cnnkit.errors import CheckpointError, CnnkitError, ConfigError, DataError, ImageError, SpecError
+from cnnkit.errors import (
+    CheckpointError,
+    CnnkitError,
+    ConfigError,
+    DataError,
+    ImageError,
+    SpecError,
+)
 from cnnkit.plan import Plan, plan
 from cnnkit.presets import resolve
 from cnnkit.spec import Spec, parse

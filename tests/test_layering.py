@@ -1,0 +1,57 @@
+"""The layering STYLE.md asks for, checked on the source: pure cores and leaf shells."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+
+from conftest import REPO
+
+SRC = REPO / "src" / "cnnkit"
+PURE = ["shapes.py", "spec.py", "plan.py", "presets.py", "render.py", "solve.py", "errors.py"]
+
+
+def imported_modules(path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_the_planner_core_imports_only_the_standard_library_and_itself():
+    for name in PURE:
+        for module in imported_modules(SRC / name):
+            top = module.split(".")[0]
+            assert top in sys.stdlib_module_names or top == "cnnkit" or top == "yaml", (
+                f"{name} imports {module}"
+            )
+            if top == "cnnkit":
+                assert module.removeprefix("cnnkit.") + ".py" in PURE or module == "cnnkit", (
+                    f"{name} imports {module}"
+                )
+
+
+def test_cli_and_serve_are_leaves():
+    for path in SRC.rglob("*.py"):
+        relative = path.relative_to(SRC).as_posix()
+        if relative.startswith(("cli/", "serve/")) or relative == "__main__.py":
+            continue
+        for module in imported_modules(path):
+            assert not module.startswith(("cnnkit.cli", "cnnkit.serve")), (
+                f"{relative} imports {module}"
+            )
+
+
+def test_ruff_finds_nothing():
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "src", "tests", "bench"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
