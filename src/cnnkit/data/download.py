@@ -1,0 +1,222 @@
+"""Finding, verifying and downloading a registry data set's files.
+
+Search order for each file: --data-dir (and --data-dir/<name>/), $CNNKIT_DATA/<name>/, then
+~/.cache/cnnkit/<name>/ ($CNNKIT_CACHE replaces ~/.cache/cnnkit). A file under its standard name,
+gzipped or not, is used with no network at all. Otherwise it is downloaded into a temporary file
+beside its final place, checked, then renamed into place, so a failure leaves nothing behind.
+$CNNKIT_MIRROR=URL is tried before the canonical URLs (URL/<name>/<file>), for private mirrors.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import struct
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cnnkit.errors import DataError
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a registry data set."""
+
+    name: str  # standard name of the decompressed file, e.g. "train-images-idx3-ubyte"
+    urls: tuple[str, ...]  # canonical downloads, tried in order
+    sha256: str | None = None  # of the decompressed content, so raw and gzipped copies both verify
+    md5_gz: str | None = (
+        None  # the publisher's MD5 of the gzipped download, where no SHA-256 is known
+    )
+
+
+def cache_root() -> Path:
+    """Where downloads and decoded folders are cached: $CNNKIT_CACHE or ~/.cache/cnnkit."""
+    return Path(os.environ.get("CNNKIT_CACHE") or Path.home() / ".cache" / "cnnkit")
+
+
+def search_dirs(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Directories searched for data set `name`, in order."""
+    dirs = []
+    if data_dir is not None:
+        dirs += [Path(data_dir), Path(data_dir) / name]
+    if os.environ.get("CNNKIT_DATA"):
+        dirs.append(Path(os.environ["CNNKIT_DATA"]) / name)
+    dirs.append(cache_root() / name)
+    return dirs
+
+
+def find_local(file: RemoteFile, dirs: list[Path]) -> Path | None:
+    """The first copy of `file` under its standard name, raw or .gz, in `dirs`."""
+    for directory in dirs:
+        for candidate in (directory / file.name, directory / f"{file.name}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def read_verified(path: Path, file: RemoteFile) -> tuple[bytearray, dict[str, Any]]:
+    """The decompressed content of `path` and a {path, sha256, verified} record.
+
+    A checksum mismatch raises DataError; a file in cnnkit's own cache is deleted first
+    (it is ours to fetch again), a file the user placed is left for the user to replace.
+    """
+    raw = bytearray(path.stat().st_size)  # read straight into a writable buffer: no copy
+    with path.open("rb") as handle:
+        handle.readinto(raw)
+    gzipped = raw[:2] == b"\x1f\x8b"
+    content = _gunzip(raw, path) if gzipped else raw
+    digest = hashlib.sha256(content).hexdigest()
+    verified: bool | str = False
+    expected = actual = None
+    if file.sha256:
+        expected, actual, verified = file.sha256, digest, digest == file.sha256
+    elif file.md5_gz and gzipped:
+        actual = hashlib.md5(raw, usedforsecurity=False).hexdigest()
+        expected, verified = file.md5_gz, actual == file.md5_gz
+    if expected is not None and not verified:
+        owned = cache_root().resolve() in path.resolve().parents
+        if owned:
+            path.unlink(missing_ok=True)
+        action = (
+            "deleted it; run again to download a fresh copy"
+            if owned
+            else "left it in place; delete or replace it with a good copy"
+        )
+        raise DataError(
+            f"{path}: checksum mismatch: expected {expected}, got {actual}; "
+            f"the file is corrupt or not the original; {action}"
+        )
+    record = {"path": str(path), "sha256": digest, "verified": bool(verified)}
+    if not verified:
+        record["note"] = "no published checksum of this copy; checked structurally only"
+    return content, record
+
+
+def _gunzip(raw: bytearray, path: Path) -> bytearray:
+    """Decompress into one preallocated buffer (the gzip trailer holds the size mod 2**32)."""
+    try:
+        size = struct.unpack("<I", raw[-4:])[0]
+        buffer = bytearray(size)
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
+            got = stream.readinto(buffer)
+            if got == size and not stream.read(1):
+                return buffer
+        return bytearray(gzip.decompress(raw))  # a >4 GB or multi-member file: the slow way
+    except (OSError, EOFError, struct.error) as error:
+        raise DataError(
+            f"{path}: not a valid gzip file ({error}); it is truncated or corrupt, delete it "
+            f"and download it again"
+        ) from None
+
+
+def mirror_urls(dataset: str, file: RemoteFile) -> list[str]:
+    urls = list(file.urls)
+    mirror = os.environ.get("CNNKIT_MIRROR")
+    if mirror:
+        urls.insert(0, f"{mirror.rstrip('/')}/{dataset}/{urls[0].rsplit('/', 1)[-1]}")
+    return urls
+
+
+def download(
+    dataset: str, file: RemoteFile, dest_dir: Path, *, progress: bool = True, timeout: float = 30
+) -> Path:
+    """Fetch `file` into `dest_dir`, verified, trying each URL; returns the final path.
+
+    Raises DataError naming every URL tried and why; with no network, naming what to place where.
+    """
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    failures: list[str] = []
+    offline = True
+    for url in mirror_urls(dataset, file):
+        final = dest_dir / url.rsplit("/", 1)[-1]
+        try:
+            _fetch(url, final, file, progress=progress, timeout=timeout)
+            return final
+        except urllib.error.HTTPError as error:
+            offline = False
+            failures.append(f"{url}: HTTP {error.code} {error.reason}")
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+            failures.append(f"{url}: {getattr(error, 'reason', error)}")
+        except DataError as error:
+            offline = False
+            failures.append(str(error))
+    if offline:
+        raise DataError(
+            f"{dataset}: {file.name} is not on this machine and cannot be downloaded "
+            f"(no network: {failures[-1]}); place {file.name} or {file.name}.gz in "
+            f"{dest_dir}/ (or pass --data-dir DIR), from {file.urls[0]}"
+        )
+    raise DataError(f"{dataset}: could not download {file.name}: " + "; ".join(failures))
+
+
+def _fetch(url: str, final: Path, file: RemoteFile, *, progress: bool, timeout: float) -> None:
+    """Stream `url` into a temporary file beside `final`, verify it, then rename it into place."""
+    handle, temp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
+    temp = Path(temp_name)
+    try:
+        with (
+            os.fdopen(handle, "wb") as out,
+            urllib.request.urlopen(url, timeout=timeout) as response,
+        ):
+            total = int(response.headers.get("Content-Length") or 0)
+            bar = Progress(final.name, total) if progress else None
+            received = 0
+            while chunk := response.read(_CHUNK):
+                out.write(chunk)
+                received += len(chunk)
+                if bar:
+                    bar.update(received)
+            if bar:
+                bar.close()
+        if total and received != total:
+            raise DataError(
+                f"{url}: the connection dropped after {received:,} of {total:,} bytes; "
+                f"deleted the partial file; run again to retry"
+            )
+        try:
+            read_verified(temp, file)
+        except DataError as error:
+            raise DataError(f"{url}: {error} (deleted the download)") from None
+        os.replace(temp, final)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+class Progress:
+    """A one-line progress bar on stderr, redrawn at most ten times a second."""
+
+    def __init__(self, label: str, total: int, unit: str = "MB", scale: float = 1e6) -> None:
+        self.label, self.total, self.unit, self.scale, self.last = label, total, unit, scale, 0.0
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self.last < 0.1 and done != self.total:
+            return
+        self.last = now
+        if self.total:
+            filled = int(30 * done / self.total)
+            bar = "#" * filled + "-" * (30 - filled)
+            text = f"{self.label} [{bar}] {done / self.scale:,.1f}/{self.total / self.scale:,.1f}"
+        else:
+            text = f"{self.label} {done / self.scale:,.1f}"
+        text += f" {self.unit}"
+        sys.stderr.write(f"\r{text}")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        sys.stderr.write("\n")
+        sys.stderr.flush()

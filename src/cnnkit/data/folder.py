@@ -1,0 +1,260 @@
+"""Folders of images: root/<class>/*.png, or root/train/<class>/... beside root/val/ or root/test/.
+
+Images are decoded once, in parallel, fitted to one shape, and cached as uint8 arrays keyed by
+every file's path, size and modification time, so a second load reads one .npz and a changed,
+added or removed file invalidates the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from cnnkit.data.dataset import Dataset, Split
+from cnnkit.data.download import Progress, cache_root
+from cnnkit.data.images import ALLOWED_FORMATS, EXTENSIONS, fit_array, open_image, to_array
+from cnnkit.errors import DataError, ImageError
+
+_CACHE_VERSION = 1  # bump when decoding changes, so old caches are not reused
+_COLOUR_MODES = {"RGB", "RGBA", "RGBa", "RGBX", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"}
+_CHUNK = 64  # files per task: amortises the thread pool's per-task cost over small images
+
+
+def load_folder(
+    root: Path,
+    source: str,
+    *,
+    strict: bool = False,
+    size: tuple[int, int] | None = None,
+    channels: int | None = None,
+    resize: str = "letterbox",
+    progress: bool = True,
+) -> Dataset:
+    """Read an image folder; `size`/`channels` default to the most common size and 1 or 3."""
+    layout = _layout(root)
+    class_names = _classes(layout["train"], root)
+    listing, skipped = _list_files(layout, class_names, root)
+    key = _cache_key(root, listing, size, channels, resize)
+    cache = cache_root() / "folders" / f"{key}.npz"
+    dataset = _read_cache(cache, root, source, class_names)
+    if dataset is None:
+        dataset = _decode(
+            root, source, listing, class_names, skipped, size, channels, resize, progress
+        )
+        _write_cache(cache, dataset)
+    if strict and dataset.skipped:
+        first = dataset.skipped[0]
+        raise ImageError(
+            f"{first['path']}: {first['reason']} ({len(dataset.skipped)} bad file(s) in {root}; "
+            f"--strict makes them fatal: fix or remove them, or drop --strict to skip them)"
+        )
+    return dataset
+
+
+def _visible_dirs(path: Path) -> list[str]:
+    return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
+
+
+def _layout(root: Path) -> dict[str, Path]:
+    """Split name -> folder: root/train + root/val|test, or root alone as the train split."""
+    subdirs = _visible_dirs(root)
+    if "train" in subdirs and ({"val", "test"} & set(subdirs)):
+        return {s: root / s for s in ("train", "val", "test") if s in subdirs}
+    return {"train": root}
+
+
+def _classes(train_dir: Path, root: Path) -> list[str]:
+    names = _visible_dirs(train_dir)
+    if not names:
+        loose = [
+            e.name for e in os.scandir(train_dir) if e.is_file() and not e.name.startswith(".")
+        ]
+        what = f"{len(loose)} file(s) but no class folders" if loose else "an empty folder"
+        raise DataError(
+            f"{train_dir}: {what}; expected one folder per class, e.g. "
+            f"{root}/cat/*.png and {root}/dog/*.png (or {root}/train/<class>/ beside {root}/val/)"
+        )
+    if len(names) == 1:
+        raise DataError(
+            f"{train_dir}: only one class folder ({names[0]!r}); a classifier needs at least two "
+            f"classes, one folder each"
+        )
+    return names
+
+
+def _list_files(layout, class_names, root):
+    """[(split, label, path, size, mtime_ns)] sorted, and non-image files as skipped."""
+    listing, skipped = [], []
+    for split, directory in layout.items():
+        extra = set(_visible_dirs(directory)) - set(class_names)
+        if extra:
+            raise DataError(
+                f"{directory}: class folder(s) {sorted(extra)} are not in {layout['train']} "
+                f"(classes {class_names}); every split needs the same class names"
+            )
+        for label, name in enumerate(class_names):
+            class_dir = directory / name
+            found = 0
+            for folder, dirs, files in os.walk(class_dir) if class_dir.is_dir() else ():
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for file in sorted(files):
+                    path = Path(folder) / file
+                    if file.startswith("."):
+                        continue
+                    if path.suffix.lower() not in EXTENSIONS:
+                        skipped.append(
+                            {
+                                "path": str(path),
+                                "reason": f"extension {path.suffix or '(none)'!r} "
+                                f"is not one of {' '.join(EXTENSIONS)}",
+                            }
+                        )
+                        continue
+                    stat = path.stat()
+                    listing.append((split, label, str(path), stat.st_size, stat.st_mtime_ns))
+                    found += 1
+            if found == 0 and split == "train":
+                raise DataError(
+                    f"{class_dir}: class folder with no images ({', '.join(EXTENSIONS)}); add "
+                    f"images or remove the folder"
+                )
+    return listing, skipped
+
+
+def _cache_key(root, listing, size, channels, resize) -> str:
+    text = json.dumps([_CACHE_VERSION, str(root.resolve()), size, channels, resize, listing])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _header(path: str) -> tuple[tuple[int, int], bool] | None:
+    """(h, w) and whether the image is colour, from the header alone; None when unreadable."""
+    try:
+        with Image.open(path, formats=ALLOWED_FORMATS) as image:
+            return (image.height, image.width), image.mode in _COLOUR_MODES
+    except Exception:  # noqa: BLE001 - the full decode reports the reason
+        return None
+
+
+def _decode(
+    root, source, listing, class_names, skipped, size, channels, resize, progress
+) -> Dataset:
+    paths = [item[2] for item in listing]
+    workers = min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        if size is None or channels is None:
+            headers = [h for h in pool.map(_header, paths) if h is not None]
+            if not headers:
+                raise DataError(f"{root}: none of the {len(paths)} image files can be read")
+            if size is None:
+                size = Counter(h[0] for h in headers).most_common(1)[0][0]
+            if channels is None:
+                channels = 3 if any(h[1] for h in headers) else 1
+        target = (int(size[0]), int(size[1]))
+
+        def work(chunk: list[str]) -> list[np.ndarray | str]:
+            out: list[np.ndarray | str] = []
+            for path in chunk:
+                try:
+                    out.append(fit_array(to_array(open_image(path), channels), target, resize))
+                except ImageError as error:
+                    out.append(str(error).split(": ", 1)[1])
+            return out
+
+        chunks = [paths[i : i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
+        bar = (
+            Progress(f"decoding {root}", len(paths), "images", 1)
+            if progress and len(paths) > 2000
+            else None
+        )
+        results: list[np.ndarray | str] = []
+        for done in pool.map(work, chunks):
+            results += done
+            if bar:
+                bar.update(len(results))
+        if bar:
+            bar.close()
+    splits, skipped = _assemble(listing, results, target, channels, skipped, class_names)
+    return Dataset(
+        name=root.name,
+        splits=splits,
+        class_names=class_names,
+        source=source,
+        files=[
+            {
+                "path": str(root),
+                "sha256": None,
+                "verified": False,
+                "note": f"{len(paths) - len(skipped)} images decoded",
+            }
+        ],
+        skipped=skipped,
+    )
+
+
+def _assemble(listing, results, target, channels, skipped, class_names):
+    good: dict[str, list[int]] = {}
+    for i, ((split, _label, path, _, _), result) in enumerate(zip(listing, results, strict=True)):
+        if isinstance(result, str):
+            skipped.append({"path": path, "reason": result})
+        else:
+            good.setdefault(split, []).append(i)
+    splits = {}
+    for split in dict.fromkeys(item[0] for item in listing):
+        idx = good.get(split, [])
+        images = np.empty((len(idx), *target, channels), dtype=np.uint8)
+        for row, i in enumerate(idx):
+            images[row] = results[i]
+        labels = np.array([listing[i][1] for i in idx], dtype=np.int64)
+        splits[split] = Split(images, labels)
+    counts = np.bincount(splits["train"].labels, minlength=len(class_names))
+    if (counts == 0).any():
+        name = class_names[int(np.flatnonzero(counts == 0)[0])]
+        raise DataError(
+            f"class {name!r}: every image in its train folder was unreadable; "
+            f"{len(skipped)} file(s) skipped, first: {skipped[0]['path']}: {skipped[0]['reason']}"
+        )
+    return splits, skipped
+
+
+def _read_cache(cache: Path, root: Path, source: str, class_names: list[str]) -> Dataset | None:
+    if not cache.is_file():
+        return None
+    try:
+        with np.load(cache, allow_pickle=False) as archive:
+            meta: dict[str, Any] = json.loads(str(archive["meta"]))
+            splits = {
+                s: Split(archive[f"images_{s}"], archive[f"labels_{s}"]) for s in meta["splits"]
+            }
+    except (OSError, ValueError, KeyError):
+        cache.unlink(missing_ok=True)  # unreadable: decode again rather than fail
+        return None
+    return Dataset(root.name, splits, class_names, source, meta["files"], meta["skipped"])
+
+
+def _write_cache(cache: Path, dataset: Dataset) -> None:
+    """Atomic: a temporary file beside the cache, renamed into place once complete."""
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(prefix=".", suffix=".npz.part", dir=cache.parent)
+    except OSError:
+        return  # a read-only home only costs the cache, not the load
+    meta = {"splits": list(dataset.splits), "files": dataset.files, "skipped": dataset.skipped}
+    arrays = {f"images_{s}": v.images for s, v in dataset.splits.items()}
+    arrays |= {f"labels_{s}": v.labels for s, v in dataset.splits.items()}
+    try:
+        with os.fdopen(handle, "wb") as out:
+            np.savez(
+                out, meta=np.array(json.dumps(meta)), **arrays
+            )  # uncompressed: loads at disk speed
+        os.replace(temp, cache)
+    finally:
+        Path(temp).unlink(missing_ok=True)
