@@ -119,7 +119,7 @@ def test_avg_pool_symmetric_padding_matches_count_include_pad_false() -> None:
     assert_close(reference.avg_pool2d_forward(x, 3, 2, 1), expected)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(
     data=st.data(),
     c=st.integers(1, 3),

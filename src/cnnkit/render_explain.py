@@ -235,6 +235,6 @@ def render_solutions(
     title = f"{len(solutions)} {kind} layer(s) map {in_text} onto {out_text}:"
     note = (
         "fits: exact = the last window ends on the padded edge; "
-        "drops edge = some rows/cols are never covered"
+        "drops edge = the last rows/cols of the padded input are never covered"
     )
     return "\n".join([title, "", table(headers, rows, right), "", note]) + "\n"
