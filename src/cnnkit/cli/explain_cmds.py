@@ -11,8 +11,8 @@ def register(subparsers) -> None:
     explain = subparsers.add_parser(
         "explain",
         help="compute one small conv or pooling layer step by step",
-        description="Compute one small conv (one filter), max pooling or average pooling layer "
-        "with the NumPy reference and print every step: the padded input, each output "
+        description="Compute one small conv (one filter), max pooling or average pooling layer\n"
+        "with the NumPy reference and print every step: the padded input, each output\n"
         "position's patch and arithmetic, and the output.",
         epilog="examples:\n"
         "  cnnkit explain maxpool --input '[[0,1,0.5,10],[2,2.5,1,-8],[4,0,5,6],[15,1,2,3]]' "
@@ -47,7 +47,7 @@ def register(subparsers) -> None:
     solve = subparsers.add_parser(
         "solve",
         help="list the (filter, stride, padding) that map one shape onto another",
-        description="List every square filter, stride and padding (valid, same, pN) that maps "
+        description="List every square filter, stride and padding (valid, same, pN) that maps\n"
         "IN onto OUT, with the number of filters and parameters.",
         epilog="example:\n  cnnkit solve 28x28x3 14x14x20",
         formatter_class=argparse.RawDescriptionHelpFormatter,
