@@ -162,7 +162,8 @@ def _step_lines(e: Explanation, step: Step) -> list[str]:
     terms = _sum_text(real) if len(real) <= MAX_TERMS else number(step.sum)
     terms = f"({terms})" if len(real) > 1 and len(real) <= MAX_TERMS else terms
     left_out = len(real) < len(step.patch) * len(step.patch[0])
-    note = f"  ({step.count} real pixels; padding left out)" if left_out else ""
+    pixels = "pixel" if step.count == 1 else "pixels"
+    note = f"  ({step.count} real {pixels}; padding left out)" if left_out else ""
     return [head, *block, f"  mean = {terms} / {step.count} = {number(step.value)}{note}"]
 
 
