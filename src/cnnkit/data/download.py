@@ -128,12 +128,16 @@ def mirror_urls(dataset: str, file: RemoteFile) -> list[str]:
     return urls
 
 
+class Offline(DataError):
+    """No URL of a file could be reached at all (as opposed to a refused or bad download)."""
+
+
 def download(
     dataset: str, file: RemoteFile, dest_dir: Path, *, progress: bool = True, timeout: float = 30
 ) -> Path:
     """Fetch `file` into `dest_dir`, verified, trying each URL; returns the final path.
 
-    Raises DataError naming every URL tried and why; with no network, naming what to place where.
+    Raises Offline when no URL could be reached, else DataError naming every URL tried and why.
     """
     dest_dir.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
@@ -152,12 +156,26 @@ def download(
             offline = False
             failures.append(str(error))
     if offline:
-        raise DataError(
-            f"{dataset}: {file.name} is not on this machine and cannot be downloaded "
-            f"(no network: {failures[-1]}); place {file.name} or {file.name}.gz in "
-            f"{dest_dir}/ (or pass --data-dir DIR), from {file.urls[0]}"
-        )
+        raise Offline(failures[-1])
     raise DataError(f"{dataset}: could not download {file.name}: " + "; ".join(failures))
+
+
+def fetch_missing(
+    dataset: str, files: list[RemoteFile], dest_dir: Path, *, progress: bool = True
+) -> dict[str, Path]:
+    """Download every file in `files`; with no network, one error naming all of them and where."""
+    paths = {}
+    for file in files:
+        try:
+            paths[file.name] = download(dataset, file, dest_dir, progress=progress)
+        except Offline as error:
+            names = ", ".join(f.name for f in files if f.name not in paths)
+            raise DataError(
+                f"{dataset}: not on this machine and no network to download it ({error}); "
+                f"place these files, gzipped or not, in {dest_dir}/ (or pass --data-dir DIR): "
+                f"{names}; from {file.urls[0].rsplit('/', 1)[0]}/"
+            ) from None
+    return paths
 
 
 def _fetch(url: str, final: Path, file: RemoteFile, *, progress: bool, timeout: float) -> None:

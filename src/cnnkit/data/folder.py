@@ -51,10 +51,11 @@ def load_folder(
             root, source, listing, class_names, skipped, size, channels, resize, progress
         )
         _write_cache(cache, dataset)
-    if strict and dataset.skipped:
-        first = dataset.skipped[0]
+    bad = [s for s in dataset.skipped if not s["reason"].startswith("extension")]
+    if strict and bad:  # files that are not images by name are only reported, even when strict
+        first = bad[0]
         raise ImageError(
-            f"{first['path']}: {first['reason']} ({len(dataset.skipped)} bad file(s) in {root}; "
+            f"{first['path']}: {first['reason']} ({len(bad)} bad image file(s) in {root}; "
             f"--strict makes them fatal: fix or remove them, or drop --strict to skip them)"
         )
     return dataset
@@ -183,6 +184,7 @@ def _decode(
         if bar:
             bar.close()
     splits, skipped = _assemble(listing, results, target, channels, skipped, class_names)
+    skipped.sort(key=lambda s: s["path"])
     return Dataset(
         name=root.name,
         splits=splits,

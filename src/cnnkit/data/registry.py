@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnkit.data.dataset import Dataset, Split
-from cnnkit.data.download import RemoteFile, download, find_local, read_verified, search_dirs
+from cnnkit.data.download import RemoteFile, fetch_missing, find_local, read_verified, search_dirs
 from cnnkit.data.idx import parse_idx
 from cnnkit.errors import DataError
 
@@ -286,14 +286,15 @@ def load_registry(
     entry = REGISTRY[name]
     dirs = search_dirs(name, data_dir)
     roles = [r for r in entry.files if entry.parser == "cifar" or r.split("-")[0] in splits]
+    found = {role: find_local(entry.files[role], dirs) for role in roles}
+    missing = [entry.files[role] for role, path in found.items() if path is None]
+    if missing:
+        dest = Path(data_dir) if data_dir is not None else _writable(dirs[-2:])
+        fetched = fetch_missing(name, missing, dest, progress=progress)
+        found = {role: path or fetched[entry.files[role].name] for role, path in found.items()}
     contents, records = {}, []
     for role in roles:
-        file = entry.files[role]
-        path = find_local(file, dirs)
-        if path is None:
-            dest = Path(data_dir) if data_dir is not None else _writable(dirs[-2:])
-            path = download(name, file, dest, progress=progress)
-        contents[role], record = read_verified(path, file)
+        contents[role], record = read_verified(found[role], entry.files[role])
         records.append(record)
     if entry.parser == "idx":
         result = {}
