@@ -74,17 +74,8 @@ def read_verified(path: Path, file: RemoteFile) -> tuple[bytearray, dict[str, An
     raw = bytearray(path.stat().st_size)  # read straight into a writable buffer: no copy
     with path.open("rb") as handle:
         handle.readinto(raw)
-    gzipped = raw[:2] == b"\x1f\x8b"
-    content = _gunzip(raw, path) if gzipped else raw
-    digest = hashlib.sha256(content).hexdigest()
-    verified: bool | str = False
-    expected = actual = None
-    if file.sha256:
-        expected, actual, verified = file.sha256, digest, digest == file.sha256
-    elif file.md5_gz and gzipped:
-        actual = hashlib.md5(raw, usedforsecurity=False).hexdigest()
-        expected, verified = file.md5_gz, actual == file.md5_gz
-    if expected is not None and not verified:
+    content, record, problem = check_content(raw, file)
+    if problem:
         owned = cache_root().resolve() in path.resolve().parents
         if owned:
             path.unlink(missing_ok=True)
@@ -93,31 +84,50 @@ def read_verified(path: Path, file: RemoteFile) -> tuple[bytearray, dict[str, An
             if owned
             else "left it in place; delete or replace it with a good copy"
         )
-        raise DataError(
-            f"{path}: checksum mismatch: expected {expected}, got {actual}; "
-            f"the file is corrupt or not the original; {action}"
-        )
-    record = {"path": str(path), "sha256": digest, "verified": bool(verified)}
-    if not verified:
-        record["note"] = "no published checksum of this copy; checked structurally only"
+        raise DataError(f"{path}: {problem}; {action}")
+    record["path"] = str(path)
     return content, record
 
 
-def _gunzip(raw: bytearray, path: Path) -> bytearray:
-    """Decompress into one preallocated buffer (the gzip trailer holds the size mod 2**32)."""
+def check_content(raw: bytearray, file: RemoteFile) -> tuple[bytearray, dict[str, Any], str | None]:
+    """(decompressed content, {sha256, verified[, note]}, problem or None) for one file's bytes."""
+    gzipped = raw[:2] == b"\x1f\x8b"
     try:
-        size = struct.unpack("<I", raw[-4:])[0]
-        buffer = bytearray(size)
-        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
-            got = stream.readinto(buffer)
-            if got == size and not stream.read(1):
-                return buffer
-        return bytearray(gzip.decompress(raw))  # a >4 GB or multi-member file: the slow way
+        content = _gunzip(raw) if gzipped else raw
     except (OSError, EOFError, struct.error) as error:
-        raise DataError(
-            f"{path}: not a valid gzip file ({error}); it is truncated or corrupt, delete it "
-            f"and download it again"
-        ) from None
+        return raw, {}, f"not a valid gzip file ({error}); it is truncated or corrupt"
+    digest = hashlib.sha256(content).hexdigest()
+    record: dict[str, Any] = {"sha256": digest, "verified": False}
+    expected = actual = None
+    if file.sha256:
+        expected, actual = file.sha256, digest
+    elif file.md5_gz and gzipped:
+        expected, actual = file.md5_gz, hashlib.md5(raw, usedforsecurity=False).hexdigest()
+    if expected is None:
+        record["note"] = "no published checksum of this copy; checked structurally only"
+        return content, record, None
+    if actual != expected:
+        return (
+            content,
+            record,
+            (
+                f"checksum mismatch: expected {expected}, got {actual}; the file is corrupt or not "
+                f"the original"
+            ),
+        )
+    record["verified"] = True
+    return content, record, None
+
+
+def _gunzip(raw: bytearray) -> bytearray:
+    """Decompress into one preallocated buffer (the gzip trailer holds the size mod 2**32)."""
+    size = struct.unpack("<I", raw[-4:])[0]
+    buffer = bytearray(size)
+    with gzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
+        got = stream.readinto(buffer)
+        if got == size and not stream.read(1):
+            return buffer
+    return bytearray(gzip.decompress(raw))  # a >4 GB or multi-member file: the slow way
 
 
 def mirror_urls(dataset: str, file: RemoteFile) -> list[str]:
@@ -202,10 +212,9 @@ def _fetch(url: str, final: Path, file: RemoteFile, *, progress: bool, timeout: 
                 f"{url}: the connection dropped after {received:,} of {total:,} bytes; "
                 f"deleted the partial file; run again to retry"
             )
-        try:
-            read_verified(temp, file)
-        except DataError as error:
-            raise DataError(f"{url}: {error} (deleted the download)") from None
+        problem = check_content(bytearray(temp.read_bytes()), file)[2]
+        if problem:
+            raise DataError(f"{url}: {problem}; deleted the download")
         os.replace(temp, final)
     except BaseException:
         temp.unlink(missing_ok=True)
@@ -225,6 +234,8 @@ class Progress:
         if now - self.last < 0.1 and done != self.total:
             return
         self.last = now
+        if self.unit == "MB" and self.total < 1e6:
+            self.unit, self.scale = "kB", 1e3  # small files: "0.0/0.0 MB" says nothing
         if self.total:
             filled = int(30 * done / self.total)
             bar = "#" * filled + "-" * (30 - filled)
