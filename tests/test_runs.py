@@ -350,6 +350,7 @@ def test_resumed_training_continues_exactly_like_an_uninterrupted_one(tmp_path: 
     resumed_optimizer = torch.optim.Adam(resumed.parameters(), lr=0.5)
     state = runs.load_state(run, resumed_optimizer, model=resumed)
     assert {k: v for k, v in state.items() if k != "tensors"} == extra
+    assert runs.read_state(run) == extra  # the JSON part alone, for deciding how to resume
     assert resumed_optimizer.param_groups[0]["lr"] == 0.01
     assert resumed_optimizer.param_groups[0]["betas"] == (0.9, 0.999)
     runs.restore_rng(state["tensors"])
@@ -378,6 +379,11 @@ def test_resume_state_refusals(run: Path):
     flip_last_byte(run / "state" / "state.safetensors")
     with pytest.raises(CheckpointError, match=r"state\.safetensors was modified after cnnkit"):
         runs.load_state(run, None)
+    (run / "state" / "state.json").write_text('{"format": "cnnkit-state", "format_version": 9}')
+    with pytest.raises(
+        CheckpointError, match=r"state\.json has format_version 9; this cnnkit reads 1"
+    ):
+        runs.read_state(run)
     (run / "state" / "state.json").unlink()
     with pytest.raises(
         CheckpointError, match=r"has no resume state \(state/state\.json is missing"

@@ -521,7 +521,9 @@ def save_state(
         for index, entries in state["state"].items():
             for name, value in entries.items():
                 if hasattr(value, "detach"):  # a tensor: exp_avg, momentum_buffer, step, ...
-                    flat[f"optimizer.state.{index}.{name}"] = value.detach().to("cpu").clone()
+                    flat[f"optimizer.state.{index}.{name}"] = (
+                        value.detach().to("cpu").contiguous().clone()
+                    )
                 else:
                     numbers.setdefault(str(index), {})[name] = value
         optimizer_doc = {
@@ -560,19 +562,13 @@ def _group_json(group: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_state(
-    run: str | os.PathLike,
-    optimizer: torch.optim.Optimizer | None,
-    model: nn.Module | None = None,
-) -> dict[str, Any]:
-    """Restore the optimizer (and `model`, if saved with one); returns the extra dict.
+def read_state(run: str | os.PathLike) -> dict[str, Any]:
+    """The `extra` dict of a run's resume state (step, config, ...), without loading tensors."""
+    document, _ = _state_document(Path(run))
+    return {key: value for key, value in document.items() if key not in _STATE_KEYS}
 
-    The returned dict holds what `save_state` got as `extra`, plus "tensors": the named
-    tensors it got (on the CPU).
-    """
-    import safetensors.torch
 
-    run = Path(run)
+def _state_document(run: Path) -> tuple[dict[str, Any], Path]:
     path = run / STATE_DIR / STATE_JSON
     if not path.is_file():
         raise CheckpointError(
@@ -592,6 +588,22 @@ def load_state(
             f"{path} has format_version {document.get('format_version')!r}; this cnnkit reads "
             f"{STATE_FORMAT_VERSION}; resume with the cnnkit that wrote it, or --overwrite"
         )
+    return document, path
+
+
+def load_state(
+    run: str | os.PathLike,
+    optimizer: torch.optim.Optimizer | None,
+    model: nn.Module | None = None,
+) -> dict[str, Any]:
+    """Restore the optimizer (and `model`, if saved with one); returns the extra dict.
+
+    The returned dict holds what `save_state` got as `extra`, plus "tensors": the named
+    tensors it got (on the CPU).
+    """
+    import safetensors.torch
+
+    document, path = _state_document(Path(run))
     blob = _read_verified(path.parent / STATE_TENSORS, document.get("state_tensors"), str(path))
     flat = safetensors.torch.load(blob)
     optimizer_doc = document.get("optimizer")
