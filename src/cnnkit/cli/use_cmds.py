@@ -1,5 +1,160 @@
-"""`cnnkit` use commands (placeholder until this group lands)."""
+"""`cnnkit evaluate` and `cnnkit predict`: use a trained run on a data set or on image files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+SPLIT_PREFERENCE = ("test", "val", "train")  # the first one a source has is evaluated
 
 
 def register(subparsers) -> None:
-    """Add this group's subcommands to the `cnnkit` parser."""
+    """Add `evaluate` and `predict` to the `cnnkit` parser."""
+    evaluate = subparsers.add_parser(
+        "evaluate",
+        help="accuracy, loss, per-class scores and confusions of a run on a data set",
+        description="Evaluate a trained run on a data set: its test split if it has one, "
+        "else val, else train.",
+    )
+    evaluate.add_argument("run", help="the run directory ('cnnkit train --out DIR')")
+    evaluate.add_argument(
+        "--data",
+        required=True,
+        metavar="SOURCE",
+        help="a data set name (mnist, mnist:test), an image folder or an .npz file",
+    )
+    evaluate.add_argument("--data-dir", metavar="DIR", help="where downloaded data sets are kept")
+    evaluate.add_argument(
+        "--split",
+        choices=SPLIT_PREFERENCE,
+        help="the split to evaluate (default: test, val, train)",
+    )
+    _common(evaluate, batch_size=512)
+    evaluate.set_defaults(handler=run_evaluate)
+
+    predict = subparsers.add_parser(
+        "predict",
+        help="the top classes of image files",
+        description="Predict image files (PNG, JPEG, BMP, GIF, WEBP) with a trained run; "
+        "folders are searched for images. Exit code 1 when an image could not be read.",
+    )
+    predict.add_argument("run", help="the run directory ('cnnkit train --out DIR')")
+    predict.add_argument("files", nargs="+", metavar="FILE_OR_FOLDER", help="images or folders")
+    predict.add_argument(
+        "--top-k", type=int, default=5, metavar="K", help="classes to show per image (default 5)"
+    )
+    _common(predict, batch_size=256)
+    predict.set_defaults(handler=run_predict)
+
+
+def _common(parser: argparse.ArgumentParser, batch_size: int) -> None:
+    parser.add_argument("--json", action="store_true", help="print a JSON document instead")
+    parser.add_argument(
+        "--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=batch_size, metavar="N", help="images per forward pass"
+    )
+
+
+def _device(name: str) -> Any:
+    import torch
+
+    from cnnkit.errors import ConfigError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name} but CUDA is not available here; use --device cpu")
+    return device
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from cnnkit.data import open_source
+    from cnnkit.errors import DataError
+    from cnnkit.predict import load
+    from cnnkit.render_use import render_evaluation
+
+    classifier = load(args.run, device=_device(args.device))
+    height, width, channels = classifier.input_shape
+    dataset = open_source(
+        args.data,
+        data_dir=args.data_dir,
+        size=(height, width),
+        channels=channels,
+        resize=classifier.resize,
+    )
+    notes = []
+    if args.split:
+        if args.split not in dataset.splits:
+            raise DataError(
+                f"--data {args.data} has no {args.split} split (only "
+                f"{', '.join(dataset.splits)}); choose one of those with --split"
+            )
+        name = args.split
+    else:
+        name = next(s for s in (*SPLIT_PREFERENCE, *dataset.splits) if s in dataset.splits)
+        if name == "train":
+            notes.append(
+                "the data has no test or val split, so this is its train split: "
+                "if the model was trained on it, these figures flatter it"
+            )
+    split = dataset.splits[name]
+    labels = align_labels(dataset.class_names, classifier.class_names, split.labels, args.data)
+    report = classifier.evaluate(split.images, labels, batch_size=args.batch_size)
+    if args.json:
+        document = {"run": str(args.run), "data": args.data, "split": name, **report}
+        print(json.dumps(document, indent=2))
+    else:
+        print(render_evaluation(report, run=str(args.run), data=args.data, split=name, notes=notes))
+    return 0
+
+
+def align_labels(data_names: list[str], run_names: list[str], labels: Any, source: str) -> Any:
+    """The data's labels as indices into the run's classes, matched by name.
+
+    A folder with classes in another order, or with only some of them, still evaluates right;
+    a class the model never learnt is a DataError.
+    """
+    import numpy as np
+
+    from cnnkit.errors import DataError
+
+    data_names, run_names = [str(n) for n in data_names], [str(n) for n in run_names]
+    if data_names == run_names:
+        return labels
+    unknown = [name for name in data_names if name not in run_names]
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+        known = ", ".join(run_names[:10]) + (", ..." if len(run_names) > 10 else "")
+        raise DataError(
+            f"--data {source}: class(es) {shown} are not among the run's classes ({known}); "
+            f"evaluate on data with the classes the model was trained on"
+        )
+    mapping = np.array([run_names.index(name) for name in data_names], dtype=np.int64)
+    return mapping[np.asarray(labels, dtype=np.int64)]
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from cnnkit.predict import image_files, load
+    from cnnkit.render_use import render_predictions
+
+    files = image_files(args.files)  # before loading, so a typo'd folder fails fast
+    classifier = load(args.run, device=_device(args.device))
+    results = classifier.predict(
+        [str(file) for file in files], top_k=args.top_k, batch_size=args.batch_size
+    )
+    print(json.dumps(results, indent=2) if args.json else render_predictions(results))
+    failed = sum(result["error"] is not None for result in results)
+    if failed:
+        print(
+            f"cnnkit: {failed} of {len(results)} image(s) could not be read; see above",
+            file=sys.stderr,
+        )
+    return 1 if failed else 0

@@ -1,0 +1,255 @@
+"""Classifier: a trained run rebuilt from its directory, preprocessing any image as training did.
+
+    >>> model = cnnkit.load("runs/mnist")
+    >>> model.predict(["seven.png", "photo.jpg"], top_k=3)
+    [{"file": "seven.png", "top": [{"class": "7", "prob": 0.98}, ...], "error": None}, ...]
+
+Preprocessing is the manifest's: `cnnkit.data.preprocess_image` (channel policy, EXIF, alpha on
+white, pad or resize) and then the manifest's mean/std, computed as `DeviceLoader` computes it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cnnkit.errors import CnnkitError, ConfigError, DataError, ImageError
+from cnnkit.metrics import classification_report
+from cnnkit.runs import load_model
+
+ImageInput = str | os.PathLike | np.ndarray | Any  # Any: a PIL.Image.Image
+
+
+class Classifier:
+    """A trained model with its class names and preprocessing, ready for images."""
+
+    def __init__(self, model: torch.nn.Module, manifest: dict[str, Any], device: Any = "cpu"):
+        self.model = model.eval()
+        self.manifest = manifest
+        self.device = torch.device(device)
+        self.class_names: list[str] = list(manifest["class_names"])
+        self.input_shape: tuple[int, int, int] = tuple(manifest["input_shape"])  # (H, W, C)
+        pre = manifest["preprocessing"]
+        self.resize: str = pre.get("resize", "letterbox")
+        self.mean: list[float] = list(pre["mean"])
+        self.std: list[float] = list(pre["std"])
+        # A spec that ends in softmax outputs probabilities already; others output logits.
+        layers = manifest["spec"].get("layers") or [{}]
+        self._outputs_probs = layers[-1].get("type") == "softmax"
+
+    def __repr__(self) -> str:
+        return (
+            f"Classifier({self.manifest.get('notation', '?')!r}, "
+            f"{len(self.class_names)} classes, device={str(self.device)!r})"
+        )
+
+    # ------------------------------------------------------------------------- preprocessing
+
+    def fit(self, image: ImageInput) -> np.ndarray:
+        """One image (path, PIL image or uint8 HxW / HxWxC array) -> uint8 (H, W, C) for the model.
+
+        Raises ImageError for a file that cannot be decoded or an array that is not an image.
+        """
+        from PIL import Image
+
+        from cnnkit.data import open_image, preprocess_image
+
+        if isinstance(image, (str, os.PathLike)):
+            image = open_image(image)
+        elif isinstance(image, np.ndarray):
+            image = _array_image(image)
+        elif not isinstance(image, Image.Image):
+            raise ImageError(
+                f"cannot predict a {type(image).__name__}; give a file path, a PIL image or a "
+                f"uint8 array (H, W) or (H, W, C)"
+            )
+        return preprocess_image(image, self.input_shape, self.resize)
+
+    def batches(self, images: np.ndarray, batch_size: int = 256) -> Iterator[torch.Tensor]:
+        """uint8 (N, H, W, C) -> float (B, C, H, W) batches on the device, normalised.
+
+        The training loader itself does the arithmetic (no augmentation, no shuffling), so a
+        model sees its inputs exactly as it saw them in training.
+        """
+        from cnnkit.data import DeviceLoader, Split
+
+        _check_batch_size(batch_size)
+        if len(images) == 0:
+            return
+        loader = DeviceLoader(
+            Split(np.ascontiguousarray(images), np.zeros(len(images), np.int64)),
+            batch_size=batch_size,
+            device=self.device,
+            mean=self.mean,
+            std=self.std,
+            shuffle=False,
+            drop_last=False,
+        )
+        for x, _ in loader.epoch(0):
+            yield x
+
+    def preprocess(self, images: ImageInput | Sequence[ImageInput]) -> torch.Tensor:
+        """Images as `predict` takes them -> the model's input (N, C, H, W); raises on a bad one."""
+        fitted = np.stack([self.fit(image) for image in _as_list(images)])  # (N, H, W, C)
+        return next(self.batches(fitted, batch_size=len(fitted)))
+
+    # ------------------------------------------------------------------------- inference
+
+    @torch.inference_mode()
+    def log_probabilities(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """uint8 (N, H, W, C) at the model's input shape -> float64 (N, classes) log-probabilities."""
+        outputs = []
+        for x in self.batches(images, batch_size):
+            out = self.model(x)
+            out = out.reshape(len(out), -1).double()  # (B, classes)
+            # A softmax head gives probabilities; log of them, else log_softmax of the logits.
+            out = out.clamp_min(torch.finfo(out.dtype).tiny).log() if self._outputs_probs else out
+            outputs.append(torch.log_softmax(out, dim=1).cpu().numpy())
+        return np.concatenate(outputs) if outputs else np.zeros((0, len(self.class_names)))
+
+    def predict(
+        self, images: ImageInput | Sequence[ImageInput], top_k: int = 5, batch_size: int = 256
+    ) -> list[dict[str, Any]]:
+        """The top-k classes of each image: [{"file", "top": [{"class", "prob"}], "error"}].
+
+        `images` is one image or a list of them: paths, PIL images or uint8 arrays. An image
+        that cannot be read gets "error" (and an empty "top"); the others are still predicted.
+        """
+        if type(top_k) is not int or top_k < 1:
+            raise ConfigError(f"top_k={top_k!r} must be a whole number of at least 1, e.g. 5")
+        items = _as_list(images)
+        results: list[dict[str, Any]] = []
+        fitted, fitted_at = [], []
+        for index, image in enumerate(items):
+            results.append({"file": _file_name(image), "top": [], "error": None})
+            try:
+                fitted.append(self.fit(image))
+            except CnnkitError as error:
+                results[-1]["error"] = str(error)
+                continue
+            fitted_at.append(index)
+        if fitted:
+            probs = np.exp(self.log_probabilities(np.stack(fitted), batch_size))  # (N, classes)
+            k = min(top_k, len(self.class_names))
+            # Stable sort of -p: equal probabilities keep class order, so output is reproducible.
+            order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+            for row, index in enumerate(fitted_at):
+                results[index]["top"] = [
+                    {"class": self.class_names[c], "prob": float(probs[row, c])} for c in order[row]
+                ]
+        return results
+
+    def evaluate(
+        self, images: np.ndarray, labels: Sequence[int] | np.ndarray, batch_size: int = 512
+    ) -> dict[str, Any]:
+        """`metrics.classification_report` of uint8 (N, H, W, C) images against their labels.
+
+        Images of another size or channel count are fitted as training fits them.
+        """
+        from cnnkit.data import fit_images
+
+        images = np.asarray(images)
+        labels = np.asarray(labels)
+        if images.ndim != 4 or images.dtype != np.uint8:
+            raise DataError(
+                f"evaluate needs uint8 images (N, H, W, C), got {images.dtype} {images.shape}"
+            )
+        if len(images) != len(labels):
+            raise DataError(f"{len(images)} images but {len(labels)} labels; they must pair up")
+        if len(images) == 0:
+            raise DataError("no images to evaluate")
+        images = fit_images(images, self.input_shape, self.resize)
+        log_probs = self.log_probabilities(images, batch_size)
+        return classification_report(
+            labels, log_probs.argmax(axis=1), class_names=self.class_names, log_probs=log_probs
+        )
+
+
+def load(path: str | os.PathLike, device: Any = "cpu") -> Classifier:
+    """The Classifier of a run directory (`cnnkit train --out DIR`), with verified weights.
+
+    >>> classifier = cnnkit.load("runs/mnist")
+    """
+    model, manifest = load_model(path, device=device)
+    return Classifier(model, manifest, device)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _as_list(images: Any) -> list[Any]:
+    """One image or many -> a list; a 4-D array is a batch of images."""
+    if isinstance(images, np.ndarray):
+        return list(images) if images.ndim == 4 else [images]
+    if isinstance(images, (str, os.PathLike)) or hasattr(images, "getbands"):  # PIL image
+        return [images]
+    if isinstance(images, Iterable):
+        return list(images)
+    return [images]
+
+
+def _file_name(image: Any) -> str | None:
+    if isinstance(image, (str, os.PathLike)):
+        return os.fspath(image)
+    name = getattr(image, "filename", None)  # set by PIL.Image.open
+    return str(name) if name else None
+
+
+def _array_image(array: np.ndarray) -> Any:
+    """uint8 (H, W) or (H, W, C) with C in 1, 2, 3, 4 -> a PIL image (L, LA, RGB or RGBA)."""
+    from PIL import Image
+
+    if array.dtype != np.uint8:
+        raise ImageError(
+            f"array of dtype {array.dtype}: give uint8 pixels 0-255 "
+            f"(for floats in [0, 1]: (a * 255).round().astype(np.uint8))"
+        )
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (2, 3, 4))):
+        raise ImageError(
+            f"array of shape {array.shape} is not an image; give (H, W) or (H, W, C) with C 1-4"
+        )
+    if min(array.shape[:2]) < 1:
+        raise ImageError(f"array of shape {array.shape} has no pixels")
+    return Image.fromarray(np.ascontiguousarray(array))  # L, LA, RGB or RGBA by shape
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if type(batch_size) is not int or batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size!r} must be a whole number of at least 1")
+
+
+def image_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Files as given, and each folder's image files (recursively, sorted; hidden ones skipped).
+
+    Raises DataError for a folder without images; a missing file stays in the list, so that
+    `predict` reports it next to the others.
+    """
+    from cnnkit.data.images import EXTENSIONS
+
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_dir():
+            files.append(path)
+            continue
+        found = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file()
+            and p.suffix.lower() in EXTENSIONS
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
+        if not found:
+            raise DataError(
+                f"{path} is a folder without image files ({', '.join(EXTENSIONS)}); "
+                f"give image files or a folder that holds some"
+            )
+        files.extend(found)
+    return files

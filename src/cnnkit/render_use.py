@@ -1,0 +1,117 @@
+"""Text for `cnnkit evaluate` and `cnnkit predict`: the dicts of metrics/predict in, str out.
+
+Pure Python; the numbers are computed in `cnnkit.metrics` and `cnnkit.predict`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from cnnkit.render import count, table
+
+MATRIX_MAX_CLASSES = 20  # wider than a terminal beyond this; --json still has the whole matrix
+MATRIX_NAME_WIDTH = 6  # longer class names become column numbers in the matrix header
+
+
+def percent(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def render_evaluation(
+    report: dict[str, Any],
+    run: str,
+    data: str,
+    split: str | None = None,
+    notes: Sequence[str] = (),
+) -> str:
+    """The evaluate report: headline, per-class table, confusion matrix and worst mistakes."""
+    loss = report.get("loss")
+    which = f"{split} split, " if split else ""
+    lines = [
+        f"run:      {run}",
+        f"data:     {data} ({which}{count(report['count'])} images)",
+        f"accuracy: {percent(report['accuracy'], 2)} "
+        f"({count(report['correct'])} of {count(report['count'])} right)",
+        f"loss:     {'-' if loss is None else f'{loss:.4f}'} (mean negative log-likelihood)",
+        "",
+        _class_table(report),
+        "",
+        _matrix(report),
+    ]
+    confused = report.get("confused") or []
+    if confused:
+        lines += ["", "most confused (true -> predicted):", _confused_table(confused)]
+    if notes:
+        lines += ["", *(f"note: {note}" for note in notes)]
+    return "\n".join(lines)
+
+
+def _class_table(report: dict[str, Any]) -> str:
+    rows = [
+        [
+            c["name"],
+            percent(c["precision"]),
+            percent(c["recall"]),
+            percent(c["f1"]),
+            count(c["support"]),
+        ]
+        for c in report["classes"]
+    ]
+    macro = report["macro"]
+    rows.append(
+        [
+            "macro avg",
+            percent(macro["precision"]),
+            percent(macro["recall"]),
+            percent(macro["f1"]),
+            count(report["count"]),
+        ]
+    )
+    return table(
+        ["class", "precision", "recall", "F1", "support"],
+        rows,
+        right=[False, True, True, True, True],
+    )
+
+
+def _matrix(report: dict[str, Any]) -> str:
+    """Rows are true classes, columns predicted; zeros print as '.' so the mistakes stand out."""
+    names = [c["name"] for c in report["classes"]]
+    if len(names) > MATRIX_MAX_CLASSES:
+        return (
+            f"confusion matrix: {len(names)} classes are too many to print; "
+            f"see 'confusion' in --json"
+        )
+    short = all(len(name) <= MATRIX_NAME_WIDTH for name in names)
+    columns = names if short else [str(i) for i in range(len(names))]
+    labels = names if short else [f"{i} {name}" for i, name in enumerate(names)]
+    rows = [
+        [label, *(f"{n:,}" if n else "." for n in row)]
+        for label, row in zip(labels, report["confusion"], strict=True)
+    ]
+    title = "confusion matrix (rows: true class, columns: predicted"
+    title += ")" if short else " class number)"
+    return title + "\n" + table(["true"] + columns, rows, right=[False] + [True] * len(columns))
+
+
+def _confused_table(confused: Sequence[dict[str, Any]]) -> str:
+    rows = [[c["true"], c["predicted"], count(c["count"]), percent(c["share"])] for c in confused]
+    return table(["true", "predicted", "count", "of true"], rows, right=[False, False, True, True])
+
+
+def render_predictions(results: Sequence[dict[str, Any]]) -> str:
+    """Each input on its own line, then its top classes with probabilities, or its error.
+
+    The count of failures goes to stderr (the command), so stdout holds only the results.
+    """
+    width = max((len(entry["class"]) for result in results for entry in result["top"]), default=0)
+    lines: list[str] = []
+    for number, result in enumerate(results, start=1):
+        lines.append(result["file"] if result["file"] is not None else f"image {number}")
+        if result["error"] is not None:
+            lines.append(f"  error: {result['error']}")
+            continue
+        for entry in result["top"]:
+            lines.append(f"  {entry['class'].ljust(width)}  {percent(entry['prob'], 2):>7}")
+    return "\n".join(lines)
