@@ -4,7 +4,8 @@
 
 Reads the four IDX files (raw or gzipped, SHA-256 verified against the registry), takes 1,000
 training and 200 test images of each digit with a fixed seed, and writes a compressed .npz with
-Keras's keys. Run it again only if the subset's definition changes; the output is deterministic.
+Keras's keys. Run it again only if the subset's definition changes: the arrays are
+deterministic (the zip's timestamps are not).
 """
 
 from __future__ import annotations

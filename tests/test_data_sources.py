@@ -400,3 +400,49 @@ def test_a_plain_file_is_not_a_source(tmp_path):
         DataError, match=r"a file of type '\.csv'; expected a folder of class folders, an \.npz"
     ):
         open_source(str(tmp_path / "x.csv"), progress=False)
+
+
+# --- CIFAR binary archives (a synthetic archive in the official layout) -------------------------
+def _cifar_tar(path, members: dict[str, bytes]) -> None:
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def _records(labels: list[int], label_bytes: int = 1) -> bytes:
+    out = bytearray()
+    for label in labels:
+        out += bytes([label] * label_bytes)
+        pixels = np.zeros((3, 32, 32), np.uint8)
+        pixels[0], pixels[1], pixels[2] = 10, 20, 30 + label  # R, G, B planes
+        out += pixels.tobytes()
+    return bytes(out)
+
+
+def test_cifar10_binary_archive(tmp_path):
+    members = {f"data_batch_{i}.bin": _records([i, i + 1]) for i in range(1, 6)}
+    members["test_batch.bin"] = _records([9])
+    _cifar_tar(tmp_path / "cifar-10-binary.tar", members)
+    dataset = open_source("cifar10", data_dir=tmp_path, progress=False)
+    train = dataset.splits["train"]
+    assert train.images.shape == (10, 32, 32, 3) and dataset.shape == (32, 32, 3)
+    assert train.labels.tolist() == [1, 2, 2, 3, 3, 4, 4, 5, 5, 6]
+    assert train.images[0, 5, 5].tolist() == [10, 20, 31]  # channel planes became HWC
+    assert dataset.files[0]["verified"] is False  # no published checksum of the raw .tar
+    assert any("svhn is left out" in note for note in dataset.notes)
+
+
+def test_cifar_archive_with_a_broken_member(tmp_path):
+    members = {f"data_batch_{i}.bin": _records([1]) for i in range(1, 6)}
+    members["test_batch.bin"] = _records([1])[:-5]
+    _cifar_tar(tmp_path / "cifar-10-binary.tar", members)
+    with pytest.raises(
+        DataError,
+        match=r"cifar10: test_batch\.bin is 3,068 bytes, not a whole number of 3073-byte records",
+    ):
+        open_source("cifar10", data_dir=tmp_path, progress=False)

@@ -34,7 +34,8 @@ class Entry:
     parser: str  # "idx" or "cifar"
     files: dict[str, RemoteFile]  # role ("train-images", "cifar-archive", ...) -> file
     class_names: tuple[str, ...]
-    mean: tuple[float, ...]  # known per-channel normalisation, [0, 1] units, train split
+    mean: tuple[float, ...]  # per-channel, [0, 1] units, train split: MNIST's measured (a test
+    # pins it), the others the values commonly published with each data set
     std: tuple[float, ...]
     shape: tuple[int, int, int]
     counts: tuple[int, int]  # official (train, test) sizes
@@ -309,6 +310,8 @@ def load_registry(
             result[split] = Split(images[..., None], labels.astype(np.int64))
     else:
         result = parse_cifar(bytes(contents["archive"]), name, splits)
+    notes = [f"{entry.title}; licence: {entry.licence}"]
+    notes += [f"{other} is left out of the registry: {why}" for other, why in UNAVAILABLE.items()]
     return Dataset(
         name=name,
         splits=result,
@@ -316,6 +319,7 @@ def load_registry(
         source=name,
         files=records,
         known_stats=(list(entry.mean), list(entry.std)),
+        notes=notes,
     )
 
 
