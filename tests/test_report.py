@@ -1,0 +1,183 @@
+"""`cnnkit report`: one self-contained HTML file that opens offline, checked in Chromium."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnkit.cli import main
+from cnnkit.inspect.plots import evaluation_plots, top_losses
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def report_file(tmp_path_factory) -> Path:
+    """A report of a small run trained briefly on mnist-mini (runs fixture of test_inspect)."""
+    import torch
+
+    from cnnkit.build import build
+    from cnnkit.data import open_source
+    from cnnkit.runs import append_metrics, make_manifest, save_model
+    from cnnkit.spec import parse
+
+    spec = parse(
+        "28x28x1 > conv 6@5x5 > relu > maxpool 2 > conv 12@5x5 > relu > maxpool 2 > flatten > fc 10"
+    )
+    data = open_source("mnist-mini").splits["train"]
+    model = build(spec, seed=0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(60):
+        pick = torch.randint(0, len(data), (64,), generator=generator).numpy()
+        x = torch.from_numpy(data.images[pick]).float().permute(0, 3, 1, 2) / 255
+        loss = torch.nn.functional.cross_entropy(
+            model((x - 0.1307) / 0.3081), torch.from_numpy(data.labels[pick])
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    run = tmp_path_factory.mktemp("report") / "run"
+    run.mkdir()
+    save_model(
+        run, model.eval(), make_manifest(spec, [str(i) for i in range(10)], [0.1307], [0.3081])
+    )
+    for epoch in (1, 2, 3):
+        append_metrics(
+            run,
+            {
+                "epoch": epoch,
+                "step": 20 * epoch,
+                "elapsed_s": epoch,
+                "train_loss": 2.0 / epoch,
+                "train_acc": 0.3 * epoch,
+                "val_loss": 2.1 / epoch,
+                "val_acc": 0.28 * epoch,
+                "lr": 0.05,
+            },
+        )
+    out = run / "report.html"
+    assert (
+        main(["report", str(run), "--data", "mnist-mini", "--images", "1000", "--out", str(out)])
+        == 0
+    )
+    return out
+
+
+def test_report_is_self_contained(report_file):
+    page = report_file.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>")
+    assert not re.search(r"""(src|href)\s*=\s*["'](?!data:)""", page)  # every src/href a data URI
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    for section in (
+        "Plan",
+        "Training curves",
+        "Evaluation",
+        "Filters",
+        "Feature maps",
+        "Top patches",
+        "Grad-CAM",
+    ):
+        assert f"<h2>{section}</h2>" in page or f"<h2>{section}" in page, section
+    uris = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(uris) >= 8
+    for uri in uris:
+        image = Image.open(io.BytesIO(base64.b64decode(uri)))
+        assert image.width > 100 and image.height > 50
+        assert len(np.unique(np.asarray(image.convert("L")))) > 5  # a picture, not a blank
+    assert "<td>conv2</td>" in page and "<td>16x16</td>" in page  # the plan table with its RF
+
+
+def test_evaluation_plots_write_pngs_and_json(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 60)
+    log_probs = np.log(rng.dirichlet(np.ones(3), 60))
+    from cnnkit.metrics import classification_report
+
+    report = classification_report(
+        labels, log_probs.argmax(1), class_names=["a", "b", "c"], log_probs=log_probs
+    )
+    images = rng.integers(0, 255, (60, 28, 28, 1), dtype=np.uint8)
+    metrics = [
+        {
+            "epoch": e,
+            "step": e * 10,
+            "train_loss": 1 / e,
+            "val_loss": 1.2 / e,
+            "train_acc": 0.2 * e,
+            "val_acc": 0.2 * e,
+        }
+        for e in (1, 2, 3)
+    ]
+    paths = evaluation_plots(
+        report, tmp_path, images=images, labels=labels, log_probs=log_probs, metrics=metrics
+    )
+    assert set(paths) == {
+        "confusion",
+        "confusion_normalised",
+        "per_class",
+        "top_losses",
+        "curves",
+        "json",
+    }
+    for name, path in paths.items():
+        if name != "json":
+            image = Image.open(path)
+            assert image.width > 200 and len(np.unique(np.asarray(image.convert("L")))) > 5
+    losses = top_losses(labels, log_probs, 5)
+    confidences = [item["prob_predicted"] for item in losses]
+    assert confidences == sorted(confidences, reverse=True)
+    assert all(item["predicted"] != item["true"] for item in losses)
+    assert losses[0]["prob_predicted"] == pytest.approx(
+        np.exp(log_probs[labels != log_probs.argmax(1)].max(1)).max()
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_report_opens_in_chromium_without_errors(report_file):
+    # Fails (does not skip) without Chromium: the report's promise is that it opens in a browser.
+    assert Path(CHROMIUM).exists(), (
+        f"{CHROMIUM} is missing; install it: apt-get install -y chromium"
+    )
+    from playwright.sync_api import sync_playwright
+
+    failed, errors = [], []
+    artifacts = Path(__file__).resolve().parent.parent / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("requestfailed", lambda request: failed.append(request.url[:100]))
+            page.on(
+                "console",
+                lambda message: errors.append(message.text) if message.type == "error" else None,
+            )
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(report_file.as_uri(), wait_until="load")
+            loaded = page.evaluate(
+                "[...document.images].every(img => img.complete && img.naturalWidth > 0)"
+            )
+            count = page.evaluate("document.images.length")
+            page.screenshot(path=str(artifacts / "report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert failed == [] and errors == []
+    assert loaded and count >= 8
+    assert (artifacts / "report.png").stat().st_size > 10_000
