@@ -732,7 +732,7 @@ def create_app(
 
     async def conv_step(
         image: str = Query(pattern=IMAGE_ID),
-        layer: ConvLayer = Query(description="a conv layer of the plan"),
+        layer: ConvLayer = Query(description="a conv layer of the plan"),  # noqa: B008 (FastAPI's idiom)
         channel: int = Query(ge=0, le=limits[2]),
         y: int = Query(ge=0, le=limits[0], description="output row"),
         x: int = Query(ge=0, le=limits[1], description="output column"),

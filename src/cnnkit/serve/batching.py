@@ -11,6 +11,7 @@ gathering window on top.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -42,7 +43,7 @@ class MicroBatcher(Generic[Item, Result]):
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.max_queue = max_queue
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="cnnkit-batch")
+        self._executor: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[tuple[Item, asyncio.Future[Result]]] | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -50,13 +51,15 @@ class MicroBatcher(Generic[Item, Result]):
         self.items = 0
 
     def _ensure_worker(self) -> asyncio.Queue[tuple[Item, asyncio.Future[Result]]]:
-        # Started lazily on the running loop; a new loop (a test client, a restart) gets a new
-        # queue and worker, since asyncio objects belong to the loop that made them.
+        # Started lazily on the running loop; a new loop (a test client, a restart after close)
+        # gets a new queue, worker and thread, since asyncio objects belong to their loop.
         loop = asyncio.get_running_loop()
-        if self._loop is not loop or self._queue is None or self._worker is None:
+        if self._loop is not loop or self._queue is None or self._executor is None:
+            self.close()
             self._loop = loop
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="cnnkit-batch")
             self._queue = asyncio.Queue(self.max_queue)
-            self._worker = loop.create_task(self._work(self._queue))
+            self._worker = loop.create_task(self._work(self._queue, self._executor))
         return self._queue
 
     async def submit(self, item: Item) -> Result:
@@ -69,7 +72,11 @@ class MicroBatcher(Generic[Item, Result]):
             raise Overloaded(f"{self.max_queue} requests are already waiting") from None
         return await future
 
-    async def _work(self, queue: asyncio.Queue[tuple[Item, asyncio.Future[Result]]]) -> None:
+    async def _work(
+        self,
+        queue: asyncio.Queue[tuple[Item, asyncio.Future[Result]]],
+        executor: ThreadPoolExecutor,
+    ) -> None:
         loop = asyncio.get_running_loop()
         while True:
             batch = [await queue.get()]
@@ -88,7 +95,7 @@ class MicroBatcher(Generic[Item, Result]):
                 continue
             try:
                 results = await loop.run_in_executor(
-                    self._executor, self.run_batch, [item for item, _ in batch]
+                    executor, self.run_batch, [item for item, _ in batch]
                 )
             except Exception as error:  # every waiter gets the error, the worker lives on
                 for _, future in batch:
@@ -102,7 +109,10 @@ class MicroBatcher(Generic[Item, Result]):
                     future.set_result(result)
 
     def close(self) -> None:
-        """Stop the worker and its thread (pending requests are cancelled)."""
-        if self._worker is not None:
-            self._worker.cancel()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Stop the worker and its thread; the next submit starts new ones."""
+        if self._worker is not None and not self._worker.done():
+            with contextlib.suppress(RuntimeError):  # its loop may be closed already
+                self._worker.cancel()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._worker = self._executor = self._queue = None

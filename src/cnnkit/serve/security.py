@@ -11,6 +11,7 @@ cross-site requests are refused even when they carry a token), then the size, th
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
 import json
@@ -75,10 +76,8 @@ def allowed_hostnames(bind: str, extra: Iterable[str] = ()) -> frozenset[str]:
     if bind in ("0.0.0.0", "::", ""):
         hostname = socket.gethostname()
         names |= {hostname.lower(), socket.getfqdn().lower()}
-        try:
+        with contextlib.suppress(OSError):  # no resolver: the user can still pass --allow-host
             names |= {info[4][0] for info in socket.getaddrinfo(hostname, None)}
-        except OSError:  # no resolver: the user can still pass --allow-host
-            pass
     else:
         names.add(bind.lower().strip("[]"))
     return frozenset(names)
