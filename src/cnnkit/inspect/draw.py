@@ -402,7 +402,9 @@ def bar_chart(
     for value in y_ticks:
         draw.line([left, y_px(value), width - right, y_px(value)], fill=(232, 232, 232))
         draw.text((left - 5, y_px(value)), _tick(value), font=font(13), fill=INK, anchor="rm")
-    every = max(1, -(-count * 16 // (width - left - right)))
+    # Label every n-th bar so that labels never overlap: n bars must be as wide as one label.
+    widest = max((text_size(str(t)[:8], 13)[0] for t in labels), default=0) + 6
+    every = max(1, -(-widest // (bar_w + 4)))
     for i, value in enumerate(values):
         x = left + 4 + i * (bar_w + 4)
         draw.rectangle([x, y_px(value), x + bar_w, y_px(lo)], fill=PALETTE[0])
