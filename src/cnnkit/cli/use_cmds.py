@@ -31,6 +31,11 @@ def register(subparsers) -> None:
         choices=SPLIT_PREFERENCE,
         help="the split to evaluate (default: test, val, train)",
     )
+    evaluate.add_argument(
+        "--plots",
+        metavar="DIR",
+        help="also draw the confusion matrix, per-class accuracy, top losses and training curves",
+    )
     _common(evaluate, batch_size=512)
     evaluate.set_defaults(handler=run_evaluate)
 
@@ -91,6 +96,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         resize=classifier.resize,
     )
     notes = []
+    plots: dict[str, str] = {}
     if args.split:
         if args.split not in dataset.splits:
             raise DataError(
@@ -107,9 +113,27 @@ def run_evaluate(args: argparse.Namespace) -> int:
             )
     split = dataset.splits[name]
     labels = align_labels(dataset.class_names, classifier.class_names, split.labels, args.data)
-    report = classifier.evaluate(split.images, labels, batch_size=args.batch_size)
+    if args.plots:
+        from cnnkit.inspect.plots import evaluate_with_outputs, evaluation_plots
+        from cnnkit.runs import read_metrics
+
+        report, fitted, log_probs = evaluate_with_outputs(classifier, split.images, labels)
+        written = evaluation_plots(
+            report,
+            args.plots,
+            images=fitted,
+            labels=labels,
+            log_probs=log_probs,
+            metrics=read_metrics(args.run),
+        )
+        plots = {name: str(path) for name, path in written.items()}
+        notes.append("plots: " + ", ".join(plots.values()))
+    else:
+        report = classifier.evaluate(split.images, labels, batch_size=args.batch_size)
     if args.json:
         document = {"run": str(args.run), "data": args.data, "split": name, **report}
+        if plots:
+            document["plots"] = plots
         print(json.dumps(document, indent=2))
     else:
         print(render_evaluation(report, run=str(args.run), data=args.data, split=name, notes=notes))
