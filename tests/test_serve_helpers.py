@@ -33,9 +33,10 @@ def trained_run() -> Path:
     folder = Path(tempfile.mkdtemp(prefix="cnnkit-serve-test-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     run = folder / "lenet"
-    # batch 128: twice the default's steps in the same epoch, so one epoch already reaches ~90%.
+    # batch 128 at lr 0.05: 91% validation accuracy after the one epoch (measured); the
+    # default lr 0.2 leaves this ReLU LeNet at chance (10%) after its 70 steps.
     config = TrainConfig.for_model(
-        "lenet5", data="mnist-mini", epochs=1, batch_size=128, out=str(run), quiet=True
+        "lenet5", data="mnist-mini", epochs=1, batch_size=128, lr=0.05, out=str(run), quiet=True
     )
     fit(config)
     return run

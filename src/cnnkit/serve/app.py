@@ -293,8 +293,8 @@ class Explorer:
         # One forward at a time: inspect's hooks live on the shared modules, so a predict
         # batch running beside a Grad-CAM would fire them.
         self.lock = threading.Lock()
-        self.batcher: MicroBatcher[np.ndarray, np.ndarray] = MicroBatcher(
-            self._predict_batch, max_wait=max_wait
+        self.batcher: MicroBatcher[tuple[str, bytes], np.ndarray | HTTPException] = MicroBatcher(
+            self._decode_and_predict, max_wait=max_wait
         )
 
     # --------------------------------------------------------------- inputs
@@ -303,6 +303,15 @@ class Explorer:
         self, request: Request, field: str = "file", many: bool = False
     ) -> list[np.ndarray]:
         """The request's image(s), decoded and fitted to the model's input: uint8 (H, W, C)."""
+        blobs = await self.read_blobs(request, field, many)
+        if sum(len(data) for _, data in blobs) > INLINE_DECODE_BYTES:
+            return await run_in_threadpool(self._fit_all, blobs)
+        return self._fit_all(blobs)
+
+    async def read_blobs(
+        self, request: Request, field: str = "file", many: bool = False
+    ) -> list[tuple[str, bytes]]:
+        """The request's image bytes, each with the name errors call it by."""
         blobs: list[tuple[str, bytes]] = []
         content_type = request.headers.get("content-type", "")
         if content_type.startswith("multipart/form-data"):
@@ -317,9 +326,7 @@ class Explorer:
             raise HTTPException(422, "send several images as multipart/form-data 'files' fields")
         else:
             blobs.append(("the upload", await request.body()))
-        if sum(len(data) for _, data in blobs) > INLINE_DECODE_BYTES:
-            return await run_in_threadpool(self._fit_all, blobs)
-        return self._fit_all(blobs)
+        return blobs
 
     def _fit_all(self, blobs: Sequence[tuple[str, bytes]]) -> list[np.ndarray]:
         fitted = []
@@ -337,6 +344,22 @@ class Explorer:
         with self.lock:
             log_probs = self.classifier.log_probabilities(np.stack(images))  # (B, classes)
         return list(np.exp(log_probs))
+
+    def _decode_and_predict(
+        self, blobs: Sequence[tuple[str, bytes]]
+    ) -> list[np.ndarray | HTTPException]:
+        """The batcher's work: decoding here, in its thread, keeps the event loop free for HTTP
+        parsing. A bad image fails only its own request: its slot holds the error instead of
+        probabilities."""
+        fitted: list[np.ndarray | HTTPException] = []
+        for blob in blobs:
+            try:
+                fitted.extend(self._fit_all([blob]))
+            except HTTPException as error:
+                fitted.append(error)
+        good = [item for item in fitted if isinstance(item, np.ndarray)]
+        probs = iter(self._predict_batch(good) if good else [])
+        return [item if isinstance(item, HTTPException) else next(probs) for item in fitted]
 
     def top(self, probs: np.ndarray, k: int) -> list[dict[str, Any]]:
         # Stable sort of -p, as Classifier.predict: equal probabilities keep class order.
@@ -655,11 +678,13 @@ def create_app(
         request: Request, k: int = Query(5, ge=1, le=1000, description="classes to return")
     ) -> Response:
         """Top-k classes of one image, sent as multipart 'file' or as the raw body."""
-        (pixels,) = await explorer.read_images(request)
+        (blob,) = await explorer.read_blobs(request)
         try:
-            probs = await explorer.batcher.submit(pixels)
+            probs = await explorer.batcher.submit(blob)
         except Overloaded as error:
             raise HTTPException(503, f"server busy: {error}; retry shortly") from None
+        if isinstance(probs, HTTPException):
+            raise probs
         # A prebuilt JSONResponse skips FastAPI's response validation: this is the hot path.
         return JSONResponse({"top": explorer.top(probs, k)})
 

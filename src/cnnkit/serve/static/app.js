@@ -198,9 +198,9 @@ function showBars(top) {
 // ------------------------------------------------------------------ overview
 
 function tileSize(count) {
-  if (count <= 8) return 52;
-  if (count <= 16) return 40;
-  return 28;
+  if (count <= 8) return 48;
+  if (count <= 16) return 32;
+  return 24;
 }
 
 function layerHeader(title, detail, extra) {
