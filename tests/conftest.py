@@ -18,13 +18,49 @@ def assert_golden(name: str, text: str) -> None:
     if os.environ.get("CNNKIT_REGEN_GOLDEN") == "1":
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
-    assert path.exists(), f"golden file {path} is missing; run with CNNKIT_REGEN_GOLDEN=1 to create it"
-    assert text == path.read_text(encoding="utf-8"), f"output differs from {path} (CNNKIT_REGEN_GOLDEN=1 to accept)"
+    assert path.exists(), (
+        f"golden file {path} is missing; run with CNNKIT_REGEN_GOLDEN=1 to create it"
+    )
+    assert text == path.read_text(encoding="utf-8"), (
+        f"output differs from {path} (CNNKIT_REGEN_GOLDEN=1 to accept)"
+    )
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data beside the repo, where the real MNIST IDX files lie (CNNKIT_DATA)."""
     if not (SHARED_DATA / "mnist" / "train-images-idx3-ubyte").exists():
-        pytest.fail(f"real MNIST is missing at {SHARED_DATA}/mnist; the tests expect ../shared/data beside the repo")
+        pytest.fail(
+            f"real MNIST is missing at {SHARED_DATA}/mnist; the tests expect ../shared/data beside the repo"
+        )
     return SHARED_DATA
+
+
+CHROMIUM = "/usr/bin/chromium"
+# Without the background-networking flags Chromium keeps dialling out, and this machine refuses.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = REPO / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's headless Chromium driven by Playwright; fails (never skips) when it is missing."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing; install it with: apt-get update && apt-get install -y chromium"
+        )
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

@@ -13,17 +13,7 @@ from PIL import Image
 
 from cnnkit.cli import main
 from cnnkit.inspect.plots import evaluation_plots, top_losses
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from conftest import ARTIFACTS
 
 
 @pytest.fixture(scope="module")
@@ -150,34 +140,25 @@ def test_evaluation_plots_write_pngs_and_json(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_report_opens_in_chromium_without_errors(report_file):
-    # Fails (does not skip) without Chromium: the report's promise is that it opens in a browser.
-    assert Path(CHROMIUM).exists(), (
-        f"{CHROMIUM} is missing; install it: apt-get install -y chromium"
-    )
-    from playwright.sync_api import sync_playwright
-
+def test_report_opens_in_chromium_without_errors(report_file, browser):
+    # The browser fixture fails (never skips) without Chromium: a report must open in one.
     failed, errors = [], []
-    artifacts = Path(__file__).resolve().parent.parent / "artifacts"
-    artifacts.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("requestfailed", lambda request: failed.append(request.url[:100]))
-            page.on(
-                "console",
-                lambda message: errors.append(message.text) if message.type == "error" else None,
-            )
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(report_file.as_uri(), wait_until="load")
-            loaded = page.evaluate(
-                "[...document.images].every(img => img.complete && img.naturalWidth > 0)"
-            )
-            count = page.evaluate("document.images.length")
-            page.screenshot(path=str(artifacts / "report.png"), full_page=True)
-        finally:
-            browser.close()
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        page.on("requestfailed", lambda request: failed.append(request.url[:100]))
+        page.on(
+            "console",
+            lambda message: errors.append(message.text) if message.type == "error" else None,
+        )
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(report_file.as_uri(), wait_until="load")
+        loaded = page.evaluate(
+            "[...document.images].every(img => img.complete && img.naturalWidth > 0)"
+        )
+        count = page.evaluate("document.images.length")
+        page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+    finally:
+        page.close()
     assert failed == [] and errors == []
     assert loaded and count >= 8
-    assert (artifacts / "report.png").stat().st_size > 10_000
+    assert (ARTIFACTS / "report.png").stat().st_size > 10_000

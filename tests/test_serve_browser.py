@@ -21,16 +21,6 @@ from test_serve_helpers import REPO, live_server, mnist_test, png_bytes, trained
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = REPO / "artifacts"
 DOCS_IMG = REPO / "docs" / "img"
 
@@ -47,20 +37,6 @@ def confident_digit(run: Path) -> tuple[bytes, int]:
     raise AssertionError(
         "the trained model got none of the first 100 test digits right with p > 0.6"
     )
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing; install it with: apt-get update && apt-get install -y chromium"
-        )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield chromium
-        chromium.close()
 
 
 class PageWatch:
