@@ -707,7 +707,17 @@ class _Trainer:
     # -------------------------------------------------------------------- checkpoints
 
     def _save(self, finished: bool = False) -> None:
-        """Weights and manifest, then the resume state: model, optimizer, RNG, position."""
+        """Weights and manifest, then the resume state: model, optimizer, RNG, position.
+
+        Weights that are no longer finite are never saved, so the last checkpoint stays good.
+        """
+        bad = next((t for t in self.model.state_dict().values() if not t.isfinite().all()), None)
+        if bad is not None:
+            value = "nan" if bad.isnan().any() else "inf"
+            raise ConfigError(
+                f"step {self.step}: the weights became {value}; lower --lr (now {self.config.lr:g}); "
+                f"the last good checkpoint (step {self.saved_step}) is kept in {self.run_dir}"
+            )
         self.finished = finished
         manifest = dict(self.manifest_base, metrics=self._summary_figures())
         runs.save_model(self.run_dir, self.model, manifest)

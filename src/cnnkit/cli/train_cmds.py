@@ -20,7 +20,7 @@ DEMO_SAMPLES = 8  # test digits written as PNG and predicted at the end of the d
 _CONFIG_OPTIONS = (
     "model", "data", "data_dir", "input", "resize", "epochs", "batch_size", "lr", "optimizer",
     "schedule", "weight_decay", "label_smoothing", "augment", "val_split", "val", "target_acc",
-    "checkpoint_every", "seed", "device", "precision", "compile", "out", "overwrite",
+    "eval_every", "checkpoint_every", "seed", "device", "precision", "compile", "out", "overwrite",
 )  # fmt: skip
 
 
@@ -51,6 +51,12 @@ def register(subparsers) -> None:
     add("--val-split", type=float, metavar="F", help="hold out this fraction of train (0.1)")
     add("--val", metavar="SPLIT", help="validate on the source's 'test' or 'val' split, or none")
     add("--target-acc", type=float, metavar="A", help="stop once val accuracy reaches A (0.99)")
+    add(
+        "--eval-every",
+        type=float,
+        metavar="E",
+        help="epochs between evaluations (1; 0.2 w/ target)",
+    )
     add("--checkpoint-every", type=int, metavar="N", help="save state every N steps (~10 s)")
     add("--seed", type=int, metavar="N", help="weights, split, batch order, augmentation")
     add("--device", metavar="DEV", help="auto (default), cpu, cuda or cuda:N")
