@@ -482,28 +482,7 @@ class _Trainer:
         torch.manual_seed(config.seed)
         model = self.model = build_model(setup.spec, config.seed, device, config.channels_last)
         loader_started = time.perf_counter()
-        train_loader = DeviceLoader(
-            setup.train,
-            batch_size=config.batch_size,
-            device=device,
-            mean=setup.mean,
-            std=setup.std,
-            augment=parse_augment(config.augment),
-            seed=config.seed,
-            channels_last=config.channels_last,
-        )
-        val_loader = None
-        if setup.val is not None:
-            val_loader = DeviceLoader(
-                setup.val,
-                batch_size=1024,
-                device=device,
-                mean=setup.mean,
-                std=setup.std,
-                shuffle=False,
-                drop_last=False,
-                channels_last=config.channels_last,
-            )
+        train_loader, val_loader = _loaders(setup, config, device)
         data_s = setup.data_s + time.perf_counter() - loader_started
         optimizer = self.optimizer = _optimizer(config, model)
         forward = torch.compile(model) if config.compile else model
@@ -517,12 +496,8 @@ class _Trainer:
         sync_every = 1 if device.type == "cpu" else 25
 
         self.step, self.metrics, self.elapsed = 0, [], 0.0
-        self.steps_per_epoch, self.stopped, self.finished, self.saved_step = (
-            steps_per_epoch,
-            None,
-            False,
-            0,
-        )
+        self.steps_per_epoch, self.stopped, self.finished = steps_per_epoch, None, False
+        self.saved_step = 0  # the step of the last checkpoint, named when the loss diverges
         self.train_sums = [0.0, 0.0, 0]  # loss * n, correct, n since the last evaluation
         self.best: dict[str, Any] = {"val_acc": None, "step": None}
         if self.resume_from is not None:
@@ -771,6 +746,35 @@ class _Trainer:
 
     def _summary(self, total: int) -> dict[str, Any]:
         return {**self._summary_figures(), "total_steps": total, "run": str(self.run_dir)}
+
+
+def _loaders(
+    setup: _Setup, config: TrainConfig, device: torch.device
+) -> tuple[DeviceLoader, DeviceLoader | None]:
+    """The shuffled, augmented training batches and the plain validation batches, on `device`."""
+    train = DeviceLoader(
+        setup.train,
+        batch_size=config.batch_size,
+        device=device,
+        mean=setup.mean,
+        std=setup.std,
+        augment=parse_augment(config.augment),
+        seed=config.seed,
+        channels_last=config.channels_last,
+    )
+    if setup.val is None:
+        return train, None
+    val = DeviceLoader(
+        setup.val,
+        batch_size=1024,
+        device=device,
+        mean=setup.mean,
+        std=setup.std,
+        shuffle=False,
+        drop_last=False,
+        channels_last=config.channels_last,
+    )
+    return train, val
 
 
 def build_model(spec: Spec, seed: int, device: torch.device, channels_last: bool) -> nn.Module:
