@@ -429,7 +429,7 @@ def fit(config: TrainConfig, hooks: Hooks | None = None) -> FitResult:
 def resume(run: str | os.PathLike, hooks: Hooks | None = None) -> FitResult:
     """Continue an interrupted run exactly where its last checkpoint left it."""
     path = runs.prepare_run_dir(run, resume=True)
-    state = _read_state(path)
+    state = runs.read_state(path)
     saved = dict(state.get("config") or {})
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     if not saved or set(saved) - known:
@@ -438,17 +438,6 @@ def resume(run: str | os.PathLike, hooks: Hooks | None = None) -> FitResult:
         )
     config = TrainConfig(**{**saved, "out": str(path), "overwrite": False})
     return _Trainer(config, hooks or Hooks(), resume_from=path).run()
-
-
-def _read_state(run: Path) -> dict[str, Any]:
-    import json
-
-    try:
-        return json.loads((run / runs.STATE_DIR / runs.STATE_JSON).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise CheckpointError(
-            f"{run}: cannot read the resume state ({error}); use --overwrite"
-        ) from None
 
 
 class _Trainer:
