@@ -35,8 +35,8 @@ PRESETS: dict[str, tuple[str, str]] = {
         "a small GoogLeNet: 1x1 reductions before the 3x3 and 5x5 branches",
     ),
     "digits": (
-        "28x28x1 > conv 32@3x3 same > bn > relu > maxpool 2 > conv 64@3x3 same > bn > relu"
-        " > maxpool 2 > conv 128@3x3 same > bn > relu > maxpool 2 > flatten > fc 10",
+        "28x28x1 > conv 8@3x3 same > maxpool 2 > bn > relu > conv 32@3x3 same > maxpool 2 > bn"
+        " > relu > conv 64@3x3 same > maxpool 2 > bn > relu > flatten > fc 10",
         "cnnkit's default: a fast modern network for 28x28 digits (batch norm, same padding)",
     ),
 }
