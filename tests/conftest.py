@@ -50,9 +50,13 @@ CHROMIUM_ARGS = [
 ARTIFACTS = REPO / "artifacts"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Debian's headless Chromium driven by Playwright; fails (never skips) when it is missing."""
+    """Debian's headless Chromium driven by Playwright; fails (never skips) when it is missing.
+
+    Module scope: Playwright's sync API keeps an event loop running in this thread until it
+    stops, and a later module's asyncio.run() would then refuse to start.
+    """
     if not Path(CHROMIUM).exists():
         pytest.fail(
             f"{CHROMIUM} is missing; install it with: apt-get update && apt-get install -y chromium"
