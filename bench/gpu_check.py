@@ -120,8 +120,11 @@ def resume_matches(folder: Path) -> None:
     )
     whole = fit(TrainConfig(out=str(folder / "whole"), **config))
 
-    def interrupt(progress) -> None:
-        if progress.step == 120:
+    sent = []
+
+    def interrupt(progress) -> None:  # on_step is throttled, so it may skip exact steps
+        if progress.step >= 120 and not sent:
+            sent.append(progress.step)
             os.kill(os.getpid(), signal.SIGINT)
 
     from cnnkit.train import Hooks
