@@ -41,6 +41,7 @@ class Classifier:
         # A spec that ends in softmax outputs probabilities already; others output logits.
         layers = manifest["spec"].get("layers") or [{}]
         self._outputs_probs = layers[-1].get("type") == "softmax"
+        self._normalisation: tuple[torch.Tensor, torch.Tensor] | None = None  # (scale, bias)
 
     def __repr__(self) -> str:
         return (
@@ -73,25 +74,19 @@ class Classifier:
     def batches(self, images: np.ndarray, batch_size: int = 256) -> Iterator[torch.Tensor]:
         """uint8 (N, H, W, C) -> float (B, C, H, W) batches on the device, normalised.
 
-        The training loader itself does the arithmetic (no augmentation, no shuffling), so a
-        model sees its inputs exactly as it saw them in training.
+        The training loader's own arithmetic (`cnnkit.data.loader.normalise`), so a model sees
+        its inputs exactly as it saw them in training; tested bitwise against the loader.
         """
-        from cnnkit.data import DeviceLoader, Split
+        from cnnkit.data.loader import normalisation, normalise
 
         _check_batch_size(batch_size)
-        if len(images) == 0:
-            return
-        loader = DeviceLoader(
-            Split(np.ascontiguousarray(images), np.zeros(len(images), np.int64)),
-            batch_size=batch_size,
-            device=self.device,
-            mean=self.mean,
-            std=self.std,
-            shuffle=False,
-            drop_last=False,
-        )
-        for x, _ in loader.epoch(0):
-            yield x
+        if self._normalisation is None:  # built once: a server calls this for every request
+            self._normalisation = normalisation(self.mean, self.std, self.device)
+        scale, bias = self._normalisation
+        for start in range(0, len(images), batch_size):
+            u8 = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
+            x = normalise(u8.to(self.device), scale, bias)  # (B, H, W, C)
+            yield x.permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
 
     def preprocess(self, images: ImageInput | Sequence[ImageInput]) -> torch.Tensor:
         """Images as `predict` takes them -> the model's input (N, C, H, W); raises on a bad one."""

@@ -26,6 +26,21 @@ from cnnkit.errors import ConfigError
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def normalisation(
+    mean: Sequence[float], std: Sequence[float], device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, bias), each (C,), so that u8 * scale + bias = (u8/255 - mean) / std in one pass."""
+    scale = 1 / (torch.tensor(std, dtype=torch.float32) * 255)
+    bias = -torch.tensor(mean, dtype=torch.float32) * 255 * scale
+    return scale.to(device), bias.to(device)
+
+
+def normalise(u8: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W, C) -> float32 (B, H, W, C); the one home of the arithmetic, so that
+    prediction sees bitwise what training saw."""
+    return u8.to(torch.float32).mul_(scale).add_(bias)
+
+
 def derive_seed(*key: object) -> int:
     """A 63-bit seed from any key: stable across processes, unlike hash()."""
     digest = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
@@ -112,9 +127,7 @@ class DeviceLoader:
             (store.numel() - row_bytes + 1, row_bytes), (1, 1)
         )
         self.labels = torch.from_numpy(np.asarray(split.labels, dtype=np.int64)).to(self.device)
-        scale = 1 / (torch.tensor(std, dtype=torch.float32) * 255)
-        self.scale = scale.to(self.device)  # (C,): x = u8 * scale + bias = (u8/255 - mean) / std
-        self.bias = (-torch.tensor(mean, dtype=torch.float32) * 255 * scale).to(self.device)
+        self.scale, self.bias = normalisation(mean, std, self.device)  # (C,) each
         self.height, self.width = height, width
         self.batch_size, self.augment, self.shuffle = batch_size, augment, shuffle
         self.drop_last, self.seed, self.channels_last = drop_last, seed, channels_last
@@ -179,7 +192,7 @@ class DeviceLoader:
         line = sample[:, None] * padded_height + top[:, None] + torch.arange(height, device=device)
         start = (line * padded_width + left[:, None]) * channels  # (B, H): first byte of each row
         x = self.rows_view.index_select(0, start.view(-1)).view(batch, height, width, channels)
-        x = x.to(torch.float32).mul_(self.scale).add_(self.bias)  # (B, H, W, C) normalised
+        x = normalise(x, self.scale, self.bias)  # (B, H, W, C)
         if generator is not None and augment.cutout:
             x = cutout(x, augment.cutout, generator)
         x = x.permute(0, 3, 1, 2)  # (B, C, H, W), a view whose strides already are channels_last
