@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnkit.build import build
 from cnnkit.data import DeviceLoader, open_source, parse_augment
+from cnnkit.network import build
 from cnnkit.predict import load
 from cnnkit.train import TrainConfig, TrainingInterrupted, fit, resume
 

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnnkit.build import build, count_params, feature_layers
 from cnnkit.errors import ConfigError, SpecError
+from cnnkit.network import build, count_params, feature_layers
 from cnnkit.plan import Plan, plan
 from cnnkit.presets import PRESETS
 from cnnkit.spec import (
@@ -381,3 +381,19 @@ def test_compiles_as_one_graph() -> None:
     compiled = torch.compile(model, fullgraph=True, backend="eager")
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x))
+
+
+def test_package_build_stays_the_function_after_any_import():
+    # The module is cnnkit.network, so importing it never shadows the cnnkit.build function.
+    import subprocess
+    import sys
+
+    code = (
+        "import cnnkit.train, cnnkit; "
+        "a = cnnkit.build('28x28x1 > relu'); b = cnnkit.build('28x28x1 > relu'); "
+        "assert callable(cnnkit.build) and type(a).__name__ == 'Network', cnnkit.build"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr

@@ -10,7 +10,6 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnkit.build import build, feature_layers
 from cnnkit.cli import main
 from cnnkit.inspect import draw, figures
 from cnnkit.inspect.gradcam import gradcam
@@ -18,6 +17,7 @@ from cnnkit.inspect.invariance import dataset_invariance, image_invariance, shif
 from cnnkit.inspect.patches import top_patches
 from cnnkit.inspect.receptive import input_box, jump_offset, plan_steps, unit_window
 from cnnkit.inspect.views import feature_maps, filters
+from cnnkit.network import build, feature_layers
 from cnnkit.plan import plan
 from cnnkit.presets import PRESETS, get
 from cnnkit.spec import parse

@@ -13,11 +13,11 @@ from PIL import Image
 
 import cnnkit
 from cnnkit import runs
-from cnnkit.build import build
 from cnnkit.cli import main
 from cnnkit.data import DeviceLoader, Split, fit_images
 from cnnkit.errors import ConfigError, DataError
 from cnnkit.metrics import classification_report
+from cnnkit.network import build
 from cnnkit.predict import Classifier, load
 from cnnkit.render_use import render_evaluation, render_predictions
 from cnnkit.spec import parse

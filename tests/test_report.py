@@ -21,8 +21,8 @@ def report_file(tmp_path_factory) -> Path:
     """A report of a small run trained briefly on mnist-mini (runs fixture of test_inspect)."""
     import torch
 
-    from cnnkit.build import build
     from cnnkit.data import open_source
+    from cnnkit.network import build
     from cnnkit.runs import append_metrics, make_manifest, save_model
     from cnnkit.spec import parse
 

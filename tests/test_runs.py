@@ -14,8 +14,8 @@ import torch
 from safetensors import safe_open
 
 from cnnkit import runs
-from cnnkit.build import build
 from cnnkit.errors import CheckpointError, ConfigError
+from cnnkit.network import build
 from cnnkit.spec import parse
 
 SPEC = parse("8x8x1 > conv 4@3x3 same > bn > relu > maxpool 2 > flatten > fc 3")

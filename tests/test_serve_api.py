@@ -229,7 +229,7 @@ def test_conv_step_numbers_are_the_modules(client, run, digit, held, layer, chan
 
 def test_conv_step_pads_as_the_layer_pads(tmp_path):
     """'same' with stride 2 pads unevenly (TF SAME: the extra zero at bottom/right); corners see it."""
-    from cnnkit.build import build
+    from cnnkit.network import build
     from cnnkit.runs import make_manifest, save_model
 
     model = build("13x13x3 > conv 3@3x3 same > relu > conv 4@4x4 s2 same > flatten > fc 3", seed=1)

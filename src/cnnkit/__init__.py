@@ -39,7 +39,7 @@ __all__ = [
 def __getattr__(name: str):
     # torch-backed entry points, imported only when asked for (PEP 562).
     if name == "build":
-        from cnnkit.build import build
+        from cnnkit.network import build
 
         return build
     if name == "load":

@@ -448,8 +448,8 @@ def load_model(run: str | os.PathLike, device: Any = "cpu") -> tuple[nn.Module, 
     """
     import safetensors.torch
 
-    from cnnkit.build import build
     from cnnkit.errors import SpecError
+    from cnnkit.network import build
     from cnnkit.spec import from_dict
 
     run = _run_dir(run)

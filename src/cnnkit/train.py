@@ -770,7 +770,7 @@ def _loaders(
 
 def build_model(spec: Spec, seed: int, device: torch.device, channels_last: bool) -> nn.Module:
     """The spec's network on `device`, initialised from `seed`."""
-    from cnnkit.build import build
+    from cnnkit.network import build
 
     model = build(spec, seed=seed).to(device)
     return model.to(memory_format=torch.channels_last) if channels_last else model

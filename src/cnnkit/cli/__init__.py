@@ -13,7 +13,15 @@ import sys
 from cnnkit.errors import CnnkitError
 
 # Order is the order of `cnnkit --help`.
-_GROUPS = ("plan_cmds", "explain_cmds", "data_cmds", "train_cmds", "use_cmds", "inspect_cmds", "serve_cmds")
+_GROUPS = (
+    "plan_cmds",
+    "explain_cmds",
+    "data_cmds",
+    "train_cmds",
+    "use_cmds",
+    "inspect_cmds",
+    "serve_cmds",
+)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,6 +1,6 @@
 """Filters and feature maps as numpy arrays, and the forward-hook helper the other views share.
 
-Every function takes a cnnkit model (`cnnkit.build.build`: children named as the plan names
+Every function takes a cnnkit model (`cnnkit.network.build`: children named as the plan names
 its layers, `model.plan`) and a normalised input tensor (B, C, H, W); none draws anything.
 """
 
@@ -36,7 +36,7 @@ def model_plan(model: nn.Module) -> Plan:
 
 def feature_names(model: nn.Module) -> list[str]:
     """Names of the conv, pool, inception and res layers, in order."""
-    from cnnkit.build import feature_layers
+    from cnnkit.network import feature_layers
 
     return [name for name, _ in feature_layers(model)]
 
