@@ -73,9 +73,19 @@ def _load(model: str) -> Spec:
         from pathlib import Path  # only spec files need it; plain names stay on the fast path
 
         path = Path(model)
+        if path.is_dir():
+            raise SpecError(
+                f"spec file {model!r} is a folder; give the .yaml or .json file inside it"
+            )
         if not path.is_file():
             raise SpecError(f"spec file {model!r} does not exist; check the path")
-        return load_text(path.read_text(encoding="utf-8"), name=f"spec file {path.name!r}")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise SpecError(
+                f"spec file {model!r} is not UTF-8 text; save it as YAML or JSON"
+            ) from None
+        return load_text(text, name=f"spec file {path.name!r}")
     if model in PRESETS or not any(ch in model for ch in "/\\@ "):
         return get(model)
     return parse(model)

@@ -338,9 +338,15 @@ def _parse_windowed(keyword: str, args: list[tuple[str, int, int]], text: str, w
         raise SpecError(f"{where}: missing its size; write it like '{examples[keyword]}'")
     size, sstart, send = args[0]
     stride: int | None = None
-    padding: Padding = "valid"
+    padding: Padding | None = None
     for token, tstart, tend in args[1:]:
         low = token.lower()
+        is_padding = low in ("same", "valid") or re.fullmatch(r"p\d+", low)
+        if is_padding and padding is not None and keyword != "res":
+            raise SpecError(
+                f"{where}: padding given twice ({padding_text(padding)} and {low}); keep one"
+                + _caret(text, tstart, tend)
+            )
         if re.fullmatch(r"s\d+", low) and stride is None:
             stride = check_stride(int(low[1:]), where)
         elif low in ("same", "valid") and keyword != "res":
@@ -369,7 +375,7 @@ def _parse_windowed(keyword: str, args: list[tuple[str, int, int]], text: str, w
             )
         filters = _positive(int(match[1]), where, "the filter count")
         kernel = _kernel(match[2], match[3], where)
-        layer: Layer = Conv(filters, kernel, stride or 1, padding)
+        layer: Layer = Conv(filters, kernel, stride or 1, "valid" if padding is None else padding)
     else:
         match = re.fullmatch(r"(\d+)(?:x(\d+))?", size)
         if not match:
@@ -378,7 +384,9 @@ def _parse_windowed(keyword: str, args: list[tuple[str, int, int]], text: str, w
                 + _caret(text, sstart, send)
             )
         kernel = _kernel(match[1], match[2], where)
-        layer = Pool(keyword[:3], kernel, stride or kernel[0], padding)
+        layer = Pool(
+            keyword[:3], kernel, stride or kernel[0], "valid" if padding is None else padding
+        )
     check_padding(layer.padding, layer.kernel_size, where)
     return layer
 

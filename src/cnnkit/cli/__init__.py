@@ -62,13 +62,20 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"cnnkit: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `cnnkit plan ... | head`: the reader left, nothing to report
+        return 0
+    except OSError as error:
+        # A file the user named that cannot be read or written: their fix, not a bug of ours.
+        if debug:
+            raise
+        where = f": {error.filename}" if error.filename else ""
+        print(f"cnnkit: error: {error.strerror or error}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         if debug:
             raise
         print("cnnkit: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from cnnkit.cli.types import non_negative_int
 from cnnkit.errors import ConfigError
 
 
@@ -29,7 +30,9 @@ def register(subparsers) -> None:
     show.add_argument("--out", required=True, metavar="PNG", help="where to write the grid")
     show.add_argument("--split", default=None, help="train, val or test (default: the first)")
     show.add_argument("--count", type=int, default=64, metavar="N", help="images (default 64)")
-    show.add_argument("--seed", type=int, default=0, help="which random sample (default 0)")
+    show.add_argument(
+        "--seed", type=non_negative_int, default=0, help="which random sample (default 0)"
+    )
     show.set_defaults(handler=run_show)
 
 
@@ -49,6 +52,27 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_png_path(text: str) -> None:
+    """Refuse an --out that cannot become a PNG file, with the fix."""
+    from pathlib import Path
+
+    out = Path(text)
+    if not out.name or out.suffix.lower() != ".png":
+        raise ConfigError(f"--out {text!r}: give a file name ending in .png, such as grid.png")
+    if out.is_dir():
+        raise ConfigError(f"--out {text}: is a folder; give a file name such as {out / 'grid.png'}")
+    if not out.parent.is_dir():
+        what = (
+            "is a file, not a folder" if out.parent.exists() else "does not exist; create it first"
+        )
+        raise ConfigError(f"--out {text}: the folder {out.parent} {what}")
+
+
+MAX_SIDE = (
+    4096  # a larger --size is almost surely a typo, and 60,000 such images do not fit in memory
+)
+
+
 def parse_size(text: str | None) -> tuple[int, int] | None:
     """'32x32' -> (32, 32); ConfigError on anything else."""
     if text is None:
@@ -56,7 +80,10 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     parts = text.lower().split("x")
     if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
         raise ConfigError(f"--size {text!r} is not HxW with positive whole numbers; use e.g. 32x32")
-    return int(parts[0]), int(parts[1])
+    height, width = int(parts[0]), int(parts[1])
+    if max(height, width) > MAX_SIDE:
+        raise ConfigError(f"--size {text}: at most {MAX_SIDE} pixels a side; use e.g. 32x32")
+    return height, width
 
 
 def _open(args: argparse.Namespace):
@@ -121,6 +148,7 @@ def run_show(args: argparse.Namespace) -> int:
 
     if args.count < 1:
         raise ConfigError(f"--count {args.count} must be at least 1")
+    check_png_path(args.out)  # before any work: a typo costs nothing
     dataset = _open(args)
     split = args.split or next(iter(dataset.splits))
     if split not in dataset.splits:
@@ -129,15 +157,18 @@ def run_show(args: argparse.Namespace) -> int:
             f"choose one of those"
         )
     out = Path(args.out)
-    if not out.parent.is_dir():
-        raise ConfigError(
-            f"--out {args.out}: the folder {out.parent} does not exist; create it first"
-        )
     grid = sample_grid(dataset.splits[split], dataset.class_names, count=args.count, seed=args.seed)
     temp = out.with_name(f".{out.name}.part")
-    grid.save(temp, format="PNG")
-    temp.replace(out)  # atomic: a reader never sees half a PNG
-    print(
-        f"wrote {out}: {min(args.count, len(dataset.splits[split]))} {split} images of {dataset.source}"
-    )
+    try:
+        grid.save(temp, format="PNG")
+        temp.replace(out)  # atomic: a reader never sees half a PNG
+    except OSError as error:
+        raise ConfigError(
+            f"--out {args.out}: cannot write it ({error.strerror or error})"
+        ) from None
+    finally:
+        temp.unlink(missing_ok=True)
+    shown = min(args.count, len(dataset.splits[split]))
+    capped = f" (the split has only {shown})" if shown < args.count else ""
+    print(f"wrote {out}: {shown} {split} images of {dataset.source}{capped}")
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from cnnkit.cli.types import non_negative_int
+
 
 def register(subparsers) -> None:
     """Add `explain` and `solve` to the `cnnkit` parser."""
@@ -40,7 +42,9 @@ def register(subparsers) -> None:
         "--padding", default="valid", help="valid (default), same (TensorFlow SAME), or N pixels"
     )
     explain.add_argument("--bias", type=float, help="conv only: added to every output (default 0)")
-    explain.add_argument("--seed", type=int, default=0, help="seed for random values (default 0)")
+    explain.add_argument(
+        "--seed", type=non_negative_int, default=0, help="seed for random values (default 0)"
+    )
     explain.add_argument("--json", action="store_true", help="print the steps as JSON")
     explain.set_defaults(handler=_explain)
 

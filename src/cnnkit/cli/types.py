@@ -1,0 +1,16 @@
+"""Argument types shared by the subcommands: a bad value is a one-line usage error, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def non_negative_int(text: str) -> int:
+    """A seed or count that may be 0: `--seed -1` is refused before anything runs."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; use 0 or more")
+    return value
