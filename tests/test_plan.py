@@ -236,3 +236,11 @@ def test_resolve_reads_spec_files(tmp_path):
     )
     with pytest.raises(SpecError, match=r"unknown field\(s\) groups"):
         resolve(str(bad))
+
+
+def test_plan_takes_notation_and_refuses_other_types():
+    assert plan("32x32x3 > conv 20@8x8 s2 p1").layers[0].output_shape == (14, 14, 20)
+    with pytest.raises(SpecError, match=r"plan\(\) takes a Spec or a spec string .* got NoneType"):
+        plan(None)
+    with pytest.raises(SpecError, match=r"a spec is a string .* got int"):
+        parse(123)

@@ -27,6 +27,7 @@ from cnnkit.spec import (
     Residual,
     Spec,
     layer_text,
+    parse,
     shape_text,
 )
 
@@ -122,8 +123,19 @@ class _State:
     jump: tuple[int, int] = (1, 1)
 
 
-def plan(spec: Spec) -> Plan:
-    """Resolve every layer of `spec`, or raise SpecError naming the first one that cannot work."""
+def plan(spec: Spec | str) -> Plan:
+    """Resolve every layer of `spec` (a Spec or `>` notation), or raise SpecError naming the
+    first layer that cannot work.
+
+    >>> plan("32x32x3 > conv 20@8x8 s2 p1").layers[0].output_shape
+    (14, 14, 20)
+    """
+    if isinstance(spec, str):
+        spec = parse(spec)
+    if not isinstance(spec, Spec):
+        raise SpecError(
+            f"plan() takes a Spec or a spec string such as '28x28x1 > relu', got {type(spec).__name__}"
+        )
     state = _State(spec.input_shape)
     counts: dict[str, int] = {}
     layers = []

@@ -193,7 +193,11 @@ _TOKEN = re.compile(r"\S+")
 
 def parse(text: str) -> Spec:
     """Parse the `>` notation. Raises SpecError naming the layer, with a caret under bad tokens."""
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str):
+        raise SpecError(
+            f"a spec is a string such as '28x28x1 > conv 6@5x5 > relu', got {type(text).__name__}"
+        )
+    if not text.strip():
         raise SpecError(
             "empty spec: expected an input shape and layers, such as '28x28x1 > conv 6@5x5 > relu'"
         )
