@@ -96,3 +96,33 @@ def test_spec_files_that_are_folders_or_not_text(capsys, tmp_path):
 def test_padding_given_twice_is_refused(options):
     with pytest.raises(SpecError, match=r"padding given twice"):
         parse(f"28x28x1 > conv 6@5x5 {options}")
+
+
+def test_demo_keeps_a_run_that_is_not_its_own(capsys, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "cnnkit.json").write_text("{}")
+    assert "already holds a run" in one_line_error(capsys, ["demo", "--out", str(mine)])
+    assert (mine / "cnnkit.json").read_text() == "{}"
+
+
+def test_a_refused_training_leaves_no_empty_run_folder(capsys, tmp_path):
+    out = tmp_path / "run"
+    one_line_error(
+        capsys, ["train", "--data", "mnist-mini", "--batch-size", "100000", "--out", str(out)]
+    )
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--resume", ""], "--resume is empty"),
+        (["train", "--model", " ", "--out", "x"], "--model is empty"),
+        (["serve", "nowhere", "--device", "cuda"], "CUDA is not available here; use --device cpu"),
+        (["serve", "nowhere", "--device", "tpu"], "is not a device; use auto, cpu, cuda"),
+        (["serve", "nowhere", "--device", "meta"], "only cpu and cuda are supported"),
+    ],
+)
+def test_empty_values_and_unusable_devices(capsys, argv, message):
+    assert message in one_line_error(capsys, argv)

@@ -241,7 +241,10 @@ def test_cli_predict_reports_a_bad_file_and_exits_1(run: Path, images, capsys):
     assert code == 1
     assert f"{images['notes']}\n  error: {images['notes']}: not a recognisable image" in out
     assert f"{images['photo']}\n  " in out and "%" in out
-    assert err == "cnnkit: 1 of 2 image(s) could not be read; see above\n"
+    assert err.splitlines() == [
+        f"cnnkit: {images['notes']}: not a recognisable image; only PNG, JPEG, BMP, GIF, WEBP are read; convert it to PNG or remove it",
+        "cnnkit: 1 of 2 image(s) could not be read",
+    ]
 
 
 @pytest.mark.parametrize(

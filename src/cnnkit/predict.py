@@ -84,7 +84,8 @@ class Classifier:
             self._normalisation = normalisation(self.mean, self.std, self.device)
         scale, bias = self._normalisation
         for start in range(0, len(images), batch_size):
-            u8 = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
+            # np.require copies read-only slices, which torch.from_numpy warns about.
+            u8 = torch.from_numpy(np.require(images[start : start + batch_size], requirements="CW"))
             x = normalise(u8.to(self.device), scale, bias)  # (B, H, W, C)
             yield x.permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
 

@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import shutil
 import signal
 import threading
 import time
@@ -32,7 +33,7 @@ from torch import nn
 from cnnkit import presets, runs
 from cnnkit.data import DeviceLoader, channel_stats, fit_images, open_source, parse_augment
 from cnnkit.data import split_validation as split_validation_
-from cnnkit.errors import CheckpointError, ConfigError, DataError
+from cnnkit.errors import CheckpointError, CnnkitError, ConfigError, DataError
 from cnnkit.plan import Plan, plan
 from cnnkit.spec import Spec, shape_text
 
@@ -377,14 +378,9 @@ def _fit_classes(spec: Spec, class_names: list[str], config: TrainConfig, notes:
 
 
 def _device(config: TrainConfig) -> torch.device:
-    if config.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(config.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"--device {config.device} but CUDA is not available here; use --device cpu"
-        )
-    return device
+    from cnnkit.devices import resolve_device
+
+    return resolve_device(config.device)
 
 
 def _precision(config: TrainConfig, device: torch.device) -> str:
@@ -453,18 +449,27 @@ class _Trainer:
         self.started = time.perf_counter()
         self.device = _device(config)
         self.precision = _precision(config, self.device)
+        created = False
         if self.resume_from is None:
             out = Path(config.out or default_out(config))
             _resolve_spec(config)  # a bad --model fails before any directory is touched
+            created = not out.exists()
             self.run_dir = runs.prepare_run_dir(out, overwrite=config.overwrite)
             self.config = config = dataclasses.replace(config, out=str(out))
         else:
             self.run_dir = self.resume_from
-        setup = self.setup = _prepare(config)
-        devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), _catch_sigint() as interrupted:
-            self.interrupted = interrupted
-            return self._train(setup)
+        try:
+            setup = self.setup = _prepare(config)
+            devices = [self.device.index or 0] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices), _catch_sigint() as interrupted:
+                self.interrupted = interrupted
+                return self._train(setup)
+        except CnnkitError:
+            # Refused before its first checkpoint (bad data, a batch larger than the data):
+            # leave no empty run folder behind. Once a checkpoint exists it is kept.
+            if created and not (self.run_dir / "state").exists() and not runs.is_run(self.run_dir):
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
 
     # -------------------------------------------------------------------- the loop
 

@@ -97,15 +97,17 @@ def _serve(args: argparse.Namespace) -> int:
     import torch
     import uvicorn
 
+    from cnnkit.devices import resolve_device
     from cnnkit.serve.app import create_app
 
+    device = resolve_device(args.device)  # before binding: a bad device is one line, exit 2
     torch.set_num_threads(args.threads)
     app = create_app(
         args.run,
         token=token,
         hostnames=allowed_hostnames(args.host, args.allow_host),
         max_upload=max_upload,
-        device=args.device,
+        device=device,
     )
     # Bind first, so that --port 0 has a real port to print before serving starts.
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET

@@ -84,6 +84,11 @@ def register(subparsers) -> None:
         "--epochs", type=int, default=DEMO_EPOCHS, metavar="N", help=f"default {DEMO_EPOCHS}"
     )
     demo.add_argument("--device", default="auto", metavar="DEV", help="auto, cpu or cuda")
+    demo.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a run at --out (runs/demo is always replaced)",
+    )
     demo.set_defaults(handler=run_demo)
 
 
@@ -92,15 +97,18 @@ def register(subparsers) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from cnnkit import presets, train
+    from cnnkit.errors import ConfigError
 
+    for name in ("resume", "model", "data", "data_dir", "out", "input"):
+        if getattr(args, name, None) is not None and not getattr(args, name).strip():
+            option = "--" + name.replace("_", "-")
+            raise ConfigError(f"{option} is empty; give a value or leave {option} out")
     given = {
         name: getattr(args, name) for name in _CONFIG_OPTIONS if getattr(args, name) is not None
     }
-    if args.resume:
+    if args.resume is not None:
         if given:
             names = ", ".join("--" + name.replace("_", "-") for name in given)
-            from cnnkit.errors import ConfigError
-
             raise ConfigError(
                 f"--resume continues with the run's own options; remove {names} "
                 f"(or start a new run with --out and those options)"
@@ -192,7 +200,9 @@ def run_demo(args: argparse.Namespace) -> int:
     printer = _Printer(quiet=False, json_lines=False)
     config = train.TrainConfig.for_model(
         presets.DEFAULT_PRESET, data="mnist-mini", val="test", epochs=args.epochs,
-        device=args.device, out=args.out, overwrite=True,
+        device=args.device, out=args.out,
+        # The demo's own folder is rewritten on every run; any other run is the user's to keep.
+        overwrite=args.overwrite or Path(args.out) == Path(DEMO_OUT),
     )  # fmt: skip
     started = time.perf_counter()
     try:

@@ -65,19 +65,9 @@ def _common(parser: argparse.ArgumentParser, batch_size: int) -> None:
 
 
 def _device(name: str) -> Any:
-    import torch
+    from cnnkit.devices import resolve_device
 
-    from cnnkit.errors import ConfigError
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name} but CUDA is not available here; use --device cpu")
-    return device
+    return resolve_device(name)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -175,10 +165,12 @@ def run_predict(args: argparse.Namespace) -> int:
         [str(file) for file in files], top_k=args.top_k, batch_size=args.batch_size
     )
     print(json.dumps(results, indent=2) if args.json else render_predictions(results))
-    failed = sum(result["error"] is not None for result in results)
+    failed = [result for result in results if result["error"] is not None]
     if failed:
+        # The reasons go to stderr too, so they are seen when stdout is piped (--json > file).
+        for result in failed:
+            print(f"cnnkit: {result['error']}", file=sys.stderr)
         print(
-            f"cnnkit: {failed} of {len(results)} image(s) could not be read; see above",
-            file=sys.stderr,
+            f"cnnkit: {len(failed)} of {len(results)} image(s) could not be read", file=sys.stderr
         )
     return 1 if failed else 0
