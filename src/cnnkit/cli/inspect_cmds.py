@@ -116,6 +116,8 @@ def _positive(value: int, option: str) -> int:
 
 def load_split(classifier: Any, source: str | None, data_dir: str | None) -> tuple[str, Any, Any]:
     """(description, images fitted to the model, labels as the run's class indices)."""
+    from pathlib import Path
+
     import numpy as np
 
     from cnnkit.cli.use_cmds import align_labels
@@ -123,12 +125,16 @@ def load_split(classifier: Any, source: str | None, data_dir: str | None) -> tup
     from cnnkit.errors import DataError
 
     source = source or classifier.manifest.get("train_config", {}).get("data") or "mnist-mini"
-    dataset = open_source(source, data_dir=data_dir, progress=False)
+    height, width, channels = classifier.input_shape
+    folder = Path(source).expanduser().is_dir()
+    # A folder is decoded straight to the model's input, with the run's resize policy, as
+    # training decoded it; other sources come at their own size and are checked below.
+    fitted = {"size": (height, width), "channels": channels, "resize": classifier.resize}
+    dataset = open_source(source, data_dir=data_dir, progress=False, **(fitted if folder else {}))
     name = next(s for s in SPLIT_PREFERENCE if s in dataset.splits)
     split = dataset.splits[name]
     h, w, c = split.images.shape[1:]
-    height, width, channels = classifier.input_shape
-    explicit = classifier.manifest.get("train_config", {}).get("resize") is not None
+    explicit = folder or classifier.manifest.get("train_config", {}).get("resize") is not None
     if c not in (1, 3) or (h * width != w * height and not explicit):
         raise DataError(
             f"--data {source}: its images are {h}x{w}x{c} but the model takes {height}x{width}x{channels}; "
