@@ -95,39 +95,32 @@ class Conv2d(nn.Conv2d):
         return f"{super().extra_repr()}, pad={self.pad}"
 
 
-class MaxPool2d(nn.Module):
-    """Max pooling whose padding is -inf, so a padded pixel is never the maximum."""
+class _Pool2d(nn.Module):
+    """A pooling window with cnnkit's resolved padding (top, bottom, left, right)."""
 
     def __init__(self, kernel_size: tuple[int, int], stride: int, pad: Pads = (0, 0, 0, 0)) -> None:
         super().__init__()
-        self.kernel_size, self.stride = (
-            tuple(kernel_size),
-            (stride, stride),
-        )  # as nn.Conv2d keeps them
+        self.kernel_size = tuple(kernel_size)
+        self.stride = (stride, stride)  # a pair, as nn.Conv2d keeps it
         self.pad: Pads = tuple(pad)  # type: ignore[assignment]
         # torch's own padding refuses more than half the window, so pad explicitly instead.
         self.explicit_pad = _f_pad(pad) if any(pad) else None
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, pad={self.pad}"
+
+
+class MaxPool2d(_Pool2d):
+    """Max pooling whose padding is -inf, so a padded pixel is never the maximum."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C, Ho, Wo)
         if self.explicit_pad is not None:
             x = F.pad(x, self.explicit_pad, value=float("-inf"))
         return F.max_pool2d(x, self.kernel_size, self.stride)
 
-    def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, pad={self.pad}"
 
-
-class AvgPool2d(nn.Module):
+class AvgPool2d(_Pool2d):
     """Average pooling over the real pixels of each window: padding is excluded from the mean."""
-
-    def __init__(self, kernel_size: tuple[int, int], stride: int, pad: Pads = (0, 0, 0, 0)) -> None:
-        super().__init__()
-        self.kernel_size, self.stride = (
-            tuple(kernel_size),
-            (stride, stride),
-        )  # as nn.Conv2d keeps them
-        self.pad: Pads = tuple(pad)  # type: ignore[assignment]
-        self.explicit_pad = _f_pad(pad) if any(pad) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C, Ho, Wo)
         if self.explicit_pad is None:
@@ -142,9 +135,6 @@ class AvgPool2d(nn.Module):
             F.pad(ones, self.explicit_pad), self.kernel_size, self.stride, divisor_override=1
         )  # (1, 1, Ho, Wo), at least 1: a pN or SAME border is narrower than the window
         return sums / counts
-
-    def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, pad={self.pad}"
 
 
 class GlobalAvgPool2d(nn.Module):
