@@ -126,3 +126,10 @@ def test_a_refused_training_leaves_no_empty_run_folder(capsys, tmp_path):
 )
 def test_empty_values_and_unusable_devices(capsys, argv, message):
     assert message in one_line_error(capsys, argv)
+
+
+@pytest.mark.parametrize("bias", ["nan", "inf", "-inf"])
+def test_explain_refuses_a_non_finite_bias(capsys, bias):
+    assert "is not a finite number" in one_line_error(
+        capsys, ["explain", "conv", "--input", "3x3", f"--bias={bias}"]
+    )

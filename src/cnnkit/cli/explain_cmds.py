@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from cnnkit.cli.types import non_negative_int
+from cnnkit.cli.types import finite_float, non_negative_int
 
 
 def register(subparsers) -> None:
@@ -41,7 +41,9 @@ def register(subparsers) -> None:
     explain.add_argument(
         "--padding", default="valid", help="valid (default), same (TensorFlow SAME), or N pixels"
     )
-    explain.add_argument("--bias", type=float, help="conv only: added to every output (default 0)")
+    explain.add_argument(
+        "--bias", type=finite_float, help="conv only: added to every output (default 0)"
+    )
     explain.add_argument(
         "--seed", type=non_negative_int, default=0, help="seed for random values (default 0)"
     )
