@@ -156,7 +156,9 @@ def test_cli_json(capsys) -> None:
 
 def test_cli_no_solution_exits_1(capsys) -> None:
     assert main(["solve", "4x4x1", "20x20x3"]) == 1
-    assert "try a larger --max-filter or --kind pool" in capsys.readouterr().out
+    assert "; try a larger --max-filter\n" in capsys.readouterr().out  # pooling keeps depth 1
+    assert main(["solve", "28x28x3", "14x13x20"]) == 1
+    assert "no square filter and stride can" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

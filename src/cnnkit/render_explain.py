@@ -215,10 +215,23 @@ def render_solutions(
 ) -> str:
     """The solutions as a table, or a line that says there are none and what to relax."""
     if not solutions:
-        other = "pool" if kind == "conv" else "conv"
+        from cnnkit.spec import parse_shape
+
+        (h, w, c), (oh, ow, depth) = parse_shape(in_text), parse_shape(out_text)
+        hints = []  # only what could help: a bigger filter, or pooling when the depth is kept
+        square_only = h == w and oh != ow  # a square window maps a square input to a square output
+        if not square_only:
+            hints.append("a larger --max-filter")
+        if kind == "conv" and c == depth:
+            hints.append("--kind pool")
+        advice = (
+            "try " + " or ".join(hints)
+            if hints
+            else "no square filter and stride can (rectangular ones are not searched)"
+        )
         return (
             f"no {kind} layer with a square filter up to {max_filter}x{max_filter} maps "
-            f"{in_text} onto {out_text}; try a larger --max-filter or --kind {other}\n"
+            f"{in_text} onto {out_text}; {advice}\n"
         )
     headers = ["filter", "stride", "padding", "filters", "params", "fits"]
     rows = [
