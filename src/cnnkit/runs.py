@@ -61,6 +61,13 @@ _HEADER_LIMIT = 100 * 2**20  # safetensors' own cap on the JSON header
 # ----------------------------------------------------------------------------- atomic writes
 
 
+def load_safetensors(blob: bytes) -> dict:
+    """Tensors from safetensors bytes (no pickle); imported lazily to keep `import cnnkit` light."""
+    from safetensors.torch import load
+
+    return load(blob)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Replace `path` with `data` so that a crash leaves either the old or the new file, whole."""
     path = Path(path)
@@ -446,7 +453,6 @@ def load_model(run: str | os.PathLike, device: Any = "cpu") -> tuple[nn.Module, 
 
     >>> model, manifest = load_model("runs/mnist")
     """
-    import safetensors.torch
 
     from cnnkit.errors import SpecError
     from cnnkit.network import build
@@ -472,7 +478,7 @@ def load_model(run: str | os.PathLike, device: Any = "cpu") -> tuple[nn.Module, 
         raise CheckpointError(f"{path}: weights file must be {WEIGHTS}, got {weights.name!r}")
     blob = _read_verified(weights, manifest["weights"], str(path))
     try:
-        tensors = safetensors.torch.load(blob)
+        tensors = load_safetensors(blob)  # plain tensors from bytes, never unpickled
     except Exception as error:  # the hash matched, so this is a file cnnkit wrote badly
         raise CheckpointError(f"{weights} cannot be decoded ({error})") from None
     try:
@@ -601,11 +607,10 @@ def load_state(
     The returned dict holds what `save_state` got as `extra`, plus "tensors": the named
     tensors it got (on the CPU).
     """
-    import safetensors.torch
 
     document, path = _state_document(Path(run))
     blob = _read_verified(path.parent / STATE_TENSORS, document.get("state_tensors"), str(path))
-    flat = safetensors.torch.load(blob)
+    flat = load_safetensors(blob)
     optimizer_doc = document.get("optimizer")
     if optimizer is not None:
         if not optimizer_doc:
