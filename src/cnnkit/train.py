@@ -295,8 +295,18 @@ def _prepare(config: TrainConfig) -> _Setup:
             resize=config.resize or "letterbox",
             progress=not config.quiet,
         )
+        notes.append(
+            f"images of {config.data!r} decoded to the model's input {shape_text(spec.input_shape)} "
+            f"({config.resize or 'letterbox'}; pass --input to train on another shape)"
+        )
     else:
         dataset = open_source(config.data, data_dir=config.data_dir, progress=not config.quiet)
+    if dataset.skipped:  # a folder's unreadable files are skipped; say so rather than train on less
+        first = ", ".join(str(item["path"]) for item in dataset.skipped[:3])
+        notes.append(
+            f"{len(dataset.skipped)} file(s) skipped as unreadable ({first}); "
+            f"'cnnkit data info {config.data}' lists them all"
+        )
     fitted = _fit_note(dataset.shape, spec.input_shape, config)
     if fitted:
         notes.append(fitted)
