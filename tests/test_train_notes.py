@@ -28,7 +28,6 @@ def test_folder_training_notes_the_decoding_and_the_skipped_files(tmp_path, caps
             "1",
             "--out",
             str(tmp_path / "run"),
-            "--quiet",
         ]
     )
     captured = capsys.readouterr()
