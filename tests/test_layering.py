@@ -47,6 +47,16 @@ def test_cli_and_serve_are_leaves():
             )
 
 
+def test_cli_and_serve_import_no_torch():
+    """The leaves translate: whatever needs torch lives in the library they call."""
+    for folder in ("cli", "serve"):
+        for path in (SRC / folder).rglob("*.py"):
+            for module in imported_modules(path):
+                assert module.split(".")[0] != "torch", (
+                    f"{path.relative_to(SRC).as_posix()} imports {module}"
+                )
+
+
 def test_ruff_finds_nothing():
     result = subprocess.run(
         [sys.executable, "-m", "ruff", "check", "src", "tests", "bench"],

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -147,6 +147,9 @@ def explain(
     return _explain_pool(op, x, kernel_size, stride, padding, multichannel)
 
 
+_MATRICES = ("patch", "filter", "products")  # a conv step's (C, Fh, Fw) lists
+
+
 def _explain_conv(x, weight, stride, padding, bias, multichannel) -> Explanation:
     geo = reference.geometry(
         x.shape[1:], weight.shape[1:], 1 if stride is None else stride, padding
@@ -156,22 +159,12 @@ def _explain_conv(x, weight, stride, padding, bias, multichannel) -> Explanation
     padded = reference.pad(x[None], geo.pads)[0]  # (C, Hp, Wp)
     squeeze = (lambda a: a) if multichannel else (lambda a: a[0])
     steps = []
-    for (i, j), rows, cols in _positions(geo):
-        patch = padded[:, rows[0] : rows[1] + 1, cols[0] : cols[1] + 1]
-        products = patch * weight
-        steps.append(
-            Step(
-                position=(i, j),
-                rows=rows,
-                cols=cols,
-                patch=_data(squeeze(patch)),
-                filter=_data(squeeze(weight)),
-                products=_data(squeeze(products)),
-                sum=float(products.sum()),
-                bias=float(bias),
-                value=float(out[i, j]),
-            )
-        )
+    for (i, j), _, _ in _positions(geo):
+        step = conv_step(padded, weight, bias, (i, j), geo.stride)
+        if not multichannel:  # one channel given as (H, W): its matrices stay 2-D
+            step = replace(step, **{key: getattr(step, key)[0] for key in _MATRICES})
+        # The value is the reference's own output, which the step's arithmetic must reproduce.
+        steps.append(replace(step, value=float(out[i, j])))
     return Explanation(
         op="conv",
         input_shape=tuple(x.shape),
@@ -185,6 +178,36 @@ def _explain_conv(x, weight, stride, padding, bias, multichannel) -> Explanation
         output=_data(out),
         filter=_data(squeeze(weight)),
         bias=float(bias),
+    )
+
+
+def conv_step(
+    padded: np.ndarray,
+    weight: np.ndarray,
+    bias: float,
+    position: tuple[int, int],
+    stride: tuple[int, int],
+) -> Step:
+    """Output `position` of one filter over an already padded input, as its arithmetic.
+
+    padded: (C, Hp, Wp); weight: (C, Fh, Fw). The step's patch, filter and products are
+    (C, Fh, Fw) lists, and its value is sum + bias. `cnnkit explain` and the explorer page's
+    conv step (`cnnkit.inspect.explorer`) both compute a conv output here.
+    """
+    rows, cols = _window(position, weight.shape[1:], stride)
+    patch = padded[:, rows[0] : rows[1] + 1, cols[0] : cols[1] + 1]  # (C, Fh, Fw)
+    products = patch * weight
+    total = float(products.sum())
+    return Step(
+        position=position,
+        rows=rows,
+        cols=cols,
+        patch=_data(patch),
+        filter=_data(weight),
+        products=_data(products),
+        sum=total,
+        bias=float(bias),
+        value=total + float(bias),
     )
 
 
@@ -232,10 +255,17 @@ def _explain_pool(op, x, kernel_size, stride, padding, multichannel) -> Explanat
 
 def _positions(geo: reference.Geometry):
     """Each output position (i, j) with its window's (first, last) rows and cols, row by row."""
-    (fh, fw), (sh, sw) = geo.kernel, geo.stride
     for i in range(geo.out_hw[0]):
         for j in range(geo.out_hw[1]):
-            yield (i, j), (i * sh, i * sh + fh - 1), (j * sw, j * sw + fw - 1)
+            yield (i, j), *_window((i, j), geo.kernel, geo.stride)
+
+
+def _window(
+    position: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int]
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The (first, last) rows and cols in the padded input of output (i, j)'s window."""
+    (i, j), (fh, fw), (sh, sw) = position, kernel, stride
+    return (i * sh, i * sh + fh - 1), (j * sw, j * sw + fw - 1)
 
 
 def _data(array: np.ndarray) -> list:

@@ -11,9 +11,7 @@ without one is refused at start, not discovered later.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import re
-import socket
 from pathlib import Path
 
 from cnnkit.errors import ConfigError
@@ -80,7 +78,8 @@ def read_token(path: str) -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from cnnkit.serve.security import allowed_hostnames, is_loopback
+    from cnnkit.serve.security import is_loopback
+    from cnnkit.serve.server import serve
 
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port} is not a port; give 0-65535 (0 picks a free one)")
@@ -92,51 +91,13 @@ def _serve(args: argparse.Namespace) -> int:
             f"--host {args.host} is reachable from other machines; add --token-file FILE with a "
             f"secret token, or serve on 127.0.0.1"
         )
-    token = read_token(args.token_file) if args.token_file else None
-
-    import torch
-    import uvicorn
-
-    from cnnkit.devices import resolve_device
-    from cnnkit.serve.app import create_app
-
-    device = resolve_device(args.device)  # before binding: a bad device is one line, exit 2
-    torch.set_num_threads(args.threads)
-    app = create_app(
+    return serve(
         args.run,
-        token=token,
-        hostnames=allowed_hostnames(args.host, args.allow_host),
+        host=args.host,
+        port=args.port,
+        token=read_token(args.token_file) if args.token_file else None,
+        allow_hosts=args.allow_host,
         max_upload=max_upload,
-        device=device,
+        device=args.device,
+        threads=args.threads,
     )
-    # Bind first, so that --port 0 has a real port to print before serving starts.
-    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    # proto must be IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only
-    # then, and without it every response waits ~40 ms on Nagle and delayed ACKs (measured).
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((args.host, args.port))
-    except OSError as error:
-        sock.close()
-        raise ConfigError(
-            f"cannot listen on {args.host}:{args.port} ({error.strerror}); pick another --port, or 0"
-        ) from None
-    sock.listen(
-        2048
-    )  # connections wait in the backlog from now on, so the printed URL works at once
-    port = sock.getsockname()[1]
-    shown = socket.gethostname() if args.host in ("0.0.0.0", "::") else args.host
-    shown = f"[{shown}]" if ":" in shown else shown
-    print(f"http://{shown}:{port}", flush=True)
-    if token:
-        print(
-            "every /api request needs 'Authorization: Bearer <token>'; the page asks for it",
-            flush=True,
-        )
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=3)
-    # uvicorn re-raises the Ctrl-C it handled; for a server, stopping is the normal end.
-    with contextlib.suppress(KeyboardInterrupt):
-        uvicorn.Server(config).run(sockets=[sock])
-    print("stopped", flush=True)
-    return 0

@@ -10,6 +10,7 @@ from PIL import Image
 from cnnkit.inspect import draw
 from cnnkit.inspect.gradcam import GradCam
 from cnnkit.inspect.invariance import ShiftAccuracy, ShiftGrid
+from cnnkit.inspect.overlay import overlay
 from cnnkit.inspect.patches import LayerPatches
 from cnnkit.inspect.views import FeatureMap, Filters
 
@@ -97,10 +98,7 @@ def features_figure(image: np.ndarray, maps: Sequence[FeatureMap]) -> Image.Imag
     return draw.framed(draw.stack(parts, gap=18))
 
 
-def _overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.55) -> np.ndarray:
-    gray = draw.to_rgb(image).astype(np.float64).mean(axis=2, keepdims=True)
-    colour = draw.sequential(heat, 0.0, float(heat.max()) or 1.0).astype(np.float64)
-    return np.clip((1 - alpha) * gray + alpha * colour, 0, 255).astype(np.uint8)
+_overlay = overlay  # report.py calls it by this name
 
 
 def gradcam_figure(
@@ -115,7 +113,7 @@ def gradcam_figure(
     panels = [
         draw.titled(draw.bordered(draw.tile(image, size)), "input"),
         draw.titled(
-            draw.bordered(draw.tile(_overlay(image, result.cam), size)), "Grad-CAM on input"
+            draw.bordered(draw.tile(overlay(image, result.cam), size)), "Grad-CAM on input"
         ),
         draw.titled(
             draw.stack(

@@ -1,0 +1,84 @@
+"""Bind a socket and serve the explorer app on it until Ctrl-C; `cnnkit serve` calls `serve`."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterable
+
+from cnnkit.errors import ConfigError
+
+BACKLOG = 2048  # connections that may wait before uvicorn accepts them
+
+
+def serve(
+    run: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    token: str | None = None,
+    allow_hosts: Iterable[str] = (),
+    max_upload: int,
+    device: str = "cpu",
+    threads: int = 1,
+) -> int:
+    """Load `run`, print its URL once the port listens, and serve until Ctrl-C; returns 0.
+
+    Raises ConfigError for a device that cannot run here or a port that cannot be bound, before
+    anything is printed.
+    """
+    import uvicorn
+
+    from cnnkit.devices import resolve_device
+    from cnnkit.inspect.explorer import use_threads
+    from cnnkit.serve.app import create_app
+    from cnnkit.serve.security import allowed_hostnames
+
+    resolved = resolve_device(device)  # before loading: a bad device is one line, exit 2
+    use_threads(threads)
+    app = create_app(
+        run,
+        token=token,
+        hostnames=allowed_hostnames(host, list(allow_hosts)),
+        max_upload=max_upload,
+        device=str(resolved),
+    )
+    # Bind first, so that --port 0 has a real port to print before serving starts.
+    sock = listen(host, port)
+    print(f"http://{_shown(host)}:{sock.getsockname()[1]}", flush=True)
+    if token:
+        print(
+            "every /api request needs 'Authorization: Bearer <token>'; the page asks for it",
+            flush=True,
+        )
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=3)
+    # uvicorn re-raises the Ctrl-C it handled; for a server, stopping is the normal end.
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.Server(config).run(sockets=[sock])
+    print("stopped", flush=True)
+    return 0
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port) and listening; port 0 picks a free one."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto must be IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only
+    # then, and without it every response waits ~40 ms on Nagle and delayed ACKs (measured).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({error.strerror}); pick another --port, or 0"
+        ) from None
+    # Connections wait in the backlog from now on, so the printed URL works at once.
+    sock.listen(BACKLOG)
+    return sock
+
+
+def _shown(host: str) -> str:
+    """The host as a URL names it: this machine's name for a wildcard, IPv6 in brackets."""
+    shown = socket.gethostname() if host in ("0.0.0.0", "::") else host
+    return f"[{shown}]" if ":" in shown else shown
