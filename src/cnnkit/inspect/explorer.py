@@ -24,7 +24,7 @@ from cnnkit import explain, reference
 from cnnkit.errors import ConfigError
 from cnnkit.inspect.gradcam import GradCam, gradcam
 from cnnkit.inspect.receptive import input_box
-from cnnkit.inspect.views import capture, conv_names
+from cnnkit.inspect.views import capture, conv_names, model_plan
 from cnnkit.plan import LayerPlan
 from cnnkit.predict import Classifier
 
@@ -87,7 +87,7 @@ class ConvStep:
             "patch": self.step.patch,
             "weights": self.step.filter,
             "products": self.step.products,
-            "channel_sums": np.sum(self.step.products, axis=(1, 2)).tolist(),
+            "channel_sums": np.array(self.step.products).sum(axis=(1, 2)).tolist(),
             "sum": self.step.sum,
             "bias": self.step.bias,
             "result": self.step.value,
@@ -107,7 +107,7 @@ class Explorer:
     def __init__(self, classifier: Classifier) -> None:
         self.classifier = classifier
         self.model = classifier.model.eval()
-        self.plan = self.model.plan
+        self.plan = model_plan(self.model)
         self.conv_names = tuple(conv_names(self.model))
         # One forward at a time: the views' hooks live on the shared modules, so a predict
         # batch running beside a Grad-CAM would fire them.

@@ -22,7 +22,7 @@ import importlib.resources
 import logging
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
@@ -120,7 +120,7 @@ def create_app(
 
 
 def _error_response(
-    status: int, message: str, headers: dict[str, str] | None = None
+    status: int, message: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
@@ -265,7 +265,7 @@ def _add_conv_step_route(app: FastAPI, service: Service) -> None:
 
     async def conv_step(
         image: str = Query(pattern=IMAGE_ID),
-        layer: ConvLayer = Query(description="a conv layer of the plan"),  # noqa: B008 (FastAPI's idiom)
+        layer: ConvLayer = Query(description="a conv layer of the plan"),  # type: ignore[valid-type]  # noqa: B008
         channel: int = Query(ge=0, le=limits[2]),
         y: int = Query(ge=0, le=limits[0], description="output row"),
         x: int = Query(ge=0, le=limits[1], description="output column"),
