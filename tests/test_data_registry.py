@@ -1,8 +1,8 @@
 """Registry copies: the decompressed content is verified, never the bytes of a gzip.
 
 Real MNIST stands in for every IDX data set: recompressed at another gzip level it must verify
-(MNIST) or be accepted on its structure (Fashion-MNIST, whose content SHA-256 cnnkit does not
-know); a tampered copy and a structurally broken one are refused in one line.
+(MNIST) or be accepted on its structure (KMNIST, whose content SHA-256 cnnkit does not know); a
+tampered copy and a structurally broken one are refused in one line.
 """
 
 from __future__ import annotations
@@ -41,14 +41,14 @@ def test_recompressed_mnist_verifies_against_its_content(tmp_path):
 
 
 def test_a_copy_with_no_known_content_checksum_is_accepted_unverified(tmp_path, capsys):
-    # fashion-mnist's gzip MD5s cannot match a recompressed copy; its structure is what is checked.
-    _place(tmp_path / "fashion-mnist", level=6)
-    dataset = open_source("fashion-mnist:test", data_dir=tmp_path, progress=False)
+    # kmnist's gzip MD5s cannot match a recompressed copy; its structure is what is checked.
+    _place(tmp_path / "kmnist", level=6)
+    dataset = open_source("kmnist:test", data_dir=tmp_path, progress=False)
     assert len(dataset.splits["test"]) == 10000 and dataset.shape == (28, 28, 1)
     assert [f["verified"] for f in dataset.files] == [False, False]
     assert dataset.files[0]["note"].startswith("content not verified: no SHA-256 of the content")
     assert "not byte-identical to the publisher's" in dataset.files[0]["note"]
-    assert main(["data", "info", "fashion-mnist:test", "--data-dir", str(tmp_path)]) == 0
+    assert main(["data", "info", "kmnist:test", "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "not verified (content not verified" in out
     assert "note     content not verified for t10k-images-idx3-ubyte.gz, t10k-labels" in out
@@ -115,8 +115,8 @@ def _wrong_shape(name, content):
     [
         (
             _label_ten,
-            r"t10k-labels-idx1-ubyte\.gz: label 10 is out of range for fashion-mnist's 10 classes "
-            r"\(0\.\.9\); the file is corrupt or not fashion-mnist's; left it in place",
+            r"t10k-labels-idx1-ubyte\.gz: label 10 is out of range for kmnist's 10 classes "
+            r"\(0\.\.9\); the file is corrupt or not kmnist's; left it in place",
         ),
         (
             _wrong_magic,
@@ -124,8 +124,8 @@ def _wrong_shape(name, content):
         ),
         (
             _fewer_records,
-            r"t10k-labels-idx1-ubyte\.gz: 9,999 records, expected 10,000 for fashion-mnist's test "
-            r"split; this is not fashion-mnist's test file, or it is truncated",
+            r"t10k-labels-idx1-ubyte\.gz: 9,999 records, expected 10,000 for kmnist's test "
+            r"split; this is not kmnist's test file, or it is truncated",
         ),
         (
             _wrong_shape,
@@ -135,9 +135,9 @@ def _wrong_shape(name, content):
     ],
 )
 def test_a_structurally_broken_copy_is_refused_in_one_line(tmp_path, change, match):
-    _place(tmp_path / "fashion-mnist", level=1, change=change)
+    _place(tmp_path / "kmnist", level=1, change=change)
     with pytest.raises(DataError, match=match) as caught:
-        open_source("fashion-mnist:test", data_dir=tmp_path, progress=False)
+        open_source("kmnist:test", data_dir=tmp_path, progress=False)
     assert "\n" not in str(caught.value)
 
 
@@ -154,3 +154,23 @@ def test_images_of_another_size_are_refused(tmp_path):
         r"not kmnist's test images file; left it in place",
     ):
         open_source("kmnist:test", data_dir=tmp_path, progress=False)
+
+
+@pytest.mark.parametrize(
+    "name, content_checksums",
+    [("mnist", True), ("fashion-mnist", True), ("kmnist", False), ("cifar10", False)],
+)
+def test_which_sets_have_a_content_checksum(name, content_checksums):
+    """What the README says: MNIST and Fashion-MNIST by content, the others by structure."""
+    from cnnkit.data.registry import REGISTRY
+
+    files = REGISTRY[name].files.values()
+    assert all(bool(f.sha256) == content_checksums for f in files)
+
+
+def test_mnist_content_under_fashion_mnist_names_is_refused(tmp_path):
+    _place(tmp_path / "fashion-mnist", level=6)
+    with pytest.raises(
+        DataError, match=r"t10k-images-idx3-ubyte\.gz: checksum mismatch: expected 5b41"
+    ):
+        open_source("fashion-mnist:test", data_dir=tmp_path, progress=False)
