@@ -205,6 +205,16 @@ def test_train_cli_roi_crop_flag(tmp_path, capsys):
     assert f'"{root}:roi"' in manifest  # the run reopens its data cropped alike
 
 
+@pytest.mark.parametrize("extra", [[], ["--resume", "runs/x"]])
+def test_train_cli_roi_crop_needs_data(extra, capsys):
+    assert main(["train", "--roi-crop", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "cnnkit: error: --roi-crop crops the images of --data DIR (GTSRB's layout); give --data DIR "
+        "(with --resume the run keeps its own data: drop --roi-crop)\n"
+    )
+
+
 # --- the course's pickles: refused, never unpickled ---------------------------------------------
 class _Trap:
     """Unpickling this touches a marker file: proof that a pickle was (or was not) loaded."""

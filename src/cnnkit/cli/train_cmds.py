@@ -107,7 +107,8 @@ def run_train(args: argparse.Namespace) -> int:
     if args.roi_crop:  # kept in the source string ('DIR:roi'), so the run reopens its data alike
         if args.data is None or args.resume is not None:
             raise ConfigError(
-                "--roi-crop crops the images of --data DIR (GTSRB's layout); give --data"
+                "--roi-crop crops the images of --data DIR (GTSRB's layout); give --data DIR "
+                "(with --resume the run keeps its own data: drop --roi-crop)"
             )
         args.data = f"{args.data.rstrip('/')}:roi"
     given = {
