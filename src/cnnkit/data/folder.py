@@ -45,8 +45,10 @@ def load_folder(
     layout = _layout(root)
     class_names = _classes(layout["train"], root)
     listing, skipped = _list_files(layout, class_names, root)
-    options = {"size": size, "channels": channels, "resize": resize}
-    return load_listing(root, source, class_names, listing, skipped, strict, progress, **options)
+    return load_listing(
+        root, source, class_names, listing, skipped, strict, progress,
+        size=size, channels=channels, resize=resize,
+    )  # fmt: skip
 
 
 def load_listing(

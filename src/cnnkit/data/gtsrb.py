@@ -86,7 +86,7 @@ def _test_csv(folder: Path) -> Path | None:
         return None
     csvs = sorted(folder.glob("GT-*.csv"))
     labelled = [p for p in csvs if "ClassId" in _header(p)]
-    return (labelled or csvs or [None])[0]
+    return (labelled or csvs)[0] if csvs else None
 
 
 def _header(path: Path) -> list[str]:
@@ -94,47 +94,42 @@ def _header(path: Path) -> list[str]:
         return handle.readline().strip().split(";")
 
 
-def read_csv(path: Path, *, labelled: bool = True) -> list[Row]:
+def read_csv(path: Path) -> list[Row]:
     """The rows of one GT-*.csv; a malformed header or value is one DataError naming the line."""
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle, delimiter=";")
         header = next(reader, [])
-        needed = COLUMNS if labelled else COLUMNS[:-1]
-        missing = [c for c in needed if c not in header]
+        missing = [c for c in COLUMNS if c not in header]
         if missing:
             raise DataError(
                 f"{path}: header {';'.join(header)[:80]!r} lacks {', '.join(missing)}; expected "
                 f"GTSRB's {';'.join(COLUMNS)} (semicolon-separated)"
             )
-        at = {name: header.index(name) for name in needed}
+        at = {name: header.index(name) for name in COLUMNS}
         rows = []
         for line, fields in enumerate(reader, start=2):
             if not fields or not "".join(fields).strip():
                 continue
-            rows.append(_row(path, line, fields, at, labelled))
+            rows.append(_row(path, line, fields, at))
     return rows
 
 
-def _row(path: Path, line: int, fields: list[str], at: dict[str, int], labelled: bool) -> Row:
-    values = {}
-    for name, index in at.items():
-        text = fields[index].strip() if index < len(fields) else ""
-        if name == "Filename":
-            values[name] = text
-        elif not text.isdigit():
+def _row(path: Path, line: int, fields: list[str], at: dict[str, int]) -> Row:
+    text = {name: fields[i].strip() if i < len(fields) else "" for name, i in at.items()}
+    for name in COLUMNS[1:]:
+        if not text[name].isdigit():
             raise DataError(
-                f"{path} line {line}: {name} is {text[:20]!r}, expected a whole number >= 0; "
-                f"fix the row or restore the CSV from GTSRB's archive"
+                f"{path} line {line}: {name} is {text[name][:20]!r}, expected a whole number "
+                f">= 0; fix the row or restore the CSV from GTSRB's archive"
             )
-        else:
-            values[name] = int(text)
-    if not values["Filename"] or Path(values["Filename"]).name != values["Filename"]:
+    filename = text["Filename"]
+    if not filename or Path(filename).name != filename:
         raise DataError(
-            f"{path} line {line}: Filename {values['Filename'][:40]!r} is not a plain file name "
-            f"beside the CSV; fix the row"
+            f"{path} line {line}: Filename {filename[:40]!r} is not a plain file name beside "
+            f"the CSV; fix the row"
         )
-    box = (values["Roi.X1"], values["Roi.Y1"], values["Roi.X2"] + 1, values["Roi.Y2"] + 1)
-    return Row(str(path.parent / values["Filename"]), box, values.get("ClassId", -1))
+    x1, y1, x2, y2 = (int(text[name]) for name in ("Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2"))
+    return Row(str(path.parent / filename), (x1, y1, x2 + 1, y2 + 1), int(text["ClassId"]))
 
 
 def load_gtsrb(
@@ -169,10 +164,10 @@ def load_gtsrb(
             listing.append((split, label[row.class_id], row.path, stat.st_size, stat.st_mtime_ns))
             boxes.append(row.box)
     names = _class_names(root, ids)
-    options = {"boxes": boxes if roi else None, "size": size, "channels": channels}
     dataset = load_listing(
-        root, source, names, listing, skipped, strict, progress, resize=resize, **options
-    )
+        root, source, names, listing, skipped, strict, progress,
+        boxes=boxes if roi else None, size=size, channels=channels, resize=resize,
+    )  # fmt: skip
     dataset.notes = notes + dataset.notes
     return dataset
 

@@ -303,12 +303,13 @@ def load_registry(
     entry = REGISTRY[name]
     dirs = search_dirs(name, data_dir)
     roles = [r for r in entry.files if entry.parser == "cifar" or r.split("-")[0] in splits]
-    found = {role: find_local(entry.files[role], dirs) for role in roles}
-    missing = [entry.files[role] for role, path in found.items() if path is None]
+    local = {role: find_local(entry.files[role], dirs) for role in roles}
+    missing = [entry.files[role] for role, path in local.items() if path is None]
+    fetched = {}
     if missing:
         dest = Path(data_dir) if data_dir is not None else _writable(dirs[-2:])
         fetched = fetch_missing(name, missing, dest, progress=progress)
-        found = {role: path or fetched[entry.files[role].name] for role, path in found.items()}
+    found = {role: path or fetched[entry.files[role].name] for role, path in local.items()}
     contents, records = {}, []
     for role in roles:
         contents[role], record = read_verified(found[role], entry.files[role])
