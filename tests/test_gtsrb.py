@@ -65,7 +65,11 @@ def test_the_official_layout_is_detected_with_both_splits(tmp_path):
     assert dataset.class_names == ["0", "1", "14"]  # GTSRB's ClassIds, in order
     assert dataset.splits["train"].labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert dataset.splits["test"].labels.tolist() == [0, 1, 2]
-    assert dataset.shape == (26, 24, 3)  # the most common size (3 train + 3 test); colour
+    assert dataset.shape == (32, 32, 3)  # GTSRB's usual size unless one is given; colour
+    assert (
+        "fitted to 32x32 (letterbox), GTSRB's usual size; pass --input (size= in Python) for another"
+        in dataset.notes
+    )
     assert any(note.startswith("read as GTSRB's layout (training ") for note in dataset.notes)
     assert any("whole images, border included" in note for note in dataset.notes)
 
@@ -197,7 +201,7 @@ def test_roi_needs_gtsrbs_layout(tmp_path, source):
 def test_train_cli_roi_crop_flag(tmp_path, capsys):
     root = make_gtsrb(tmp_path)
     args = ["train", "--data", str(root), "--roi-crop", "--epochs", "1", "--batch-size", "4"]
-    args += ["--input", "16x16x3", "--resize", "stretch"]
+    args += ["--input", "16x16x3"]
     code = main([*args, "--val", "test", "--out", str(tmp_path / "run")])
     out = capsys.readouterr()
     assert code == 0, out.err

@@ -29,6 +29,9 @@ from cnnkit.errors import DataError
 
 COLUMNS = ("Filename", "Width", "Height", "Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2", "ClassId")
 PICKLE_SUFFIXES = (".p", ".pickle", ".pkl")
+# GTSRB's images run from 15x15 to 250x250 px, so no single size is "the images' own"; without a
+# size they are fitted to 32x32, the size of the course's pickled copy and its LeNet lab.
+DEFAULT_SIZE = (32, 32)
 _CLASS_DIR = re.compile(r"\d{5}")
 # Where the official archives unpack, relative to the folder given with --data.
 _TRAIN_DIRS = (".", "Final_Training/Images", "GTSRB/Final_Training/Images", "train")
@@ -164,6 +167,11 @@ def load_gtsrb(
             listing.append((split, label[row.class_id], row.path, stat.st_size, stat.st_mtime_ns))
             boxes.append(row.box)
     names = _class_names(root, ids)
+    if size is None:
+        size = DEFAULT_SIZE
+        notes.append(
+            f"fitted to {size[1]}x{size[0]} ({resize}), GTSRB's usual size; pass --input (size= in Python) for another"
+        )
     dataset = load_listing(
         root, source, names, listing, skipped, strict, progress,
         boxes=boxes if roi else None, size=size, channels=channels, resize=resize,
