@@ -44,6 +44,7 @@ def register(subparsers) -> None:
     add("--data-dir", metavar="DIR", help="where downloaded data sets are kept")
     add("--input", metavar="HxWxC", help="train the model on this input shape, e.g. 28x28x1")
     add("--resize", metavar="MODE", help=f"fit images of another aspect ratio: {RESIZE_HELP}")
+    add("--roi-crop", action="store_true", help="GTSRB's layout: crop images to their signs")
     add("--epochs", type=int, metavar="N", help="passes over the training split")
     add("--batch-size", type=int, metavar="N", help="images per step")
     add("--lr", type=float, metavar="LR", help="peak learning rate")
@@ -103,6 +104,13 @@ def run_train(args: argparse.Namespace) -> int:
         if getattr(args, name, None) is not None and not getattr(args, name).strip():
             option = "--" + name.replace("_", "-")
             raise ConfigError(f"{option} is empty; give a value or leave {option} out")
+    if args.roi_crop:  # kept in the source string ('DIR:roi'), so the run reopens its data alike
+        if args.data is None or args.resume is not None:
+            raise ConfigError(
+                "--roi-crop crops the images of --data DIR (GTSRB's layout); give --data DIR "
+                "(with --resume the run keeps its own data: drop --roi-crop)"
+            )
+        args.data = f"{args.data.rstrip('/')}:roi"
     given = {
         name: getattr(args, name) for name in _CONFIG_OPTIONS if getattr(args, name) is not None
     }

@@ -35,9 +35,8 @@ class RemoteFile:
     name: str  # standard name of the decompressed file, e.g. "train-images-idx3-ubyte"
     urls: tuple[str, ...]  # canonical downloads, tried in order
     sha256: str | None = None  # of the decompressed content, so raw and gzipped copies both verify
-    md5_gz: str | None = (
-        None  # the publisher's MD5 of the gzipped download, where no SHA-256 is known
-    )
+    # The publisher's MD5 of the gzipped download: confirms a byte-identical .gz, nothing more.
+    md5_gz: str | None = None
 
 
 def cache_root() -> Path:
@@ -66,31 +65,44 @@ def find_local(file: RemoteFile, dirs: list[Path]) -> Path | None:
 
 
 def read_verified(path: Path, file: RemoteFile) -> tuple[bytearray, dict[str, Any]]:
-    """The decompressed content of `path` and a {path, sha256, verified} record.
+    """The decompressed content of `path` and a {path, sha256, verified, check | note} record.
 
-    A checksum mismatch raises DataError; a file in cnnkit's own cache is deleted first
-    (it is ours to fetch again), a file the user placed is left for the user to replace.
+    A checksum mismatch raises DataError (see `refusal`); a copy with no known checksum is
+    returned unverified, for the caller to check its structure.
     """
     raw = bytearray(path.stat().st_size)  # read straight into a writable buffer: no copy
     with path.open("rb") as handle:
         handle.readinto(raw)
     content, record, problem = check_content(raw, file)
     if problem:
-        owned = cache_root().resolve() in path.resolve().parents
-        if owned:
-            path.unlink(missing_ok=True)
-        action = (
-            "deleted it; run again to download a fresh copy"
-            if owned
-            else "left it in place; delete or replace it with a good copy"
-        )
-        raise DataError(f"{path}: {problem}; {action}")
+        raise refusal(path, problem)
     record["path"] = str(path)
     return content, record
 
 
+def refusal(path: Path, problem: str) -> DataError:
+    """The error for a bad copy at `path`; a file in cnnkit's own cache is deleted first
+    (it is ours to fetch again), a file the user placed is left for the user to replace.
+    """
+    owned = cache_root().resolve() in path.resolve().parents
+    if owned:
+        path.unlink(missing_ok=True)
+    action = (
+        "deleted it; run again to download a fresh copy"
+        if owned
+        else "left it in place; delete or replace it with a good copy"
+    )
+    return DataError(f"{path}: {problem}; {action}")
+
+
 def check_content(raw: bytearray, file: RemoteFile) -> tuple[bytearray, dict[str, Any], str | None]:
-    """(decompressed content, {sha256, verified[, note]}, problem or None) for one file's bytes."""
+    """(decompressed content, {sha256, verified, check | note}, problem or None) for one file.
+
+    The decompressed content is what is verified, so a genuine copy that a distributor
+    recompressed (other gzip bytes, same content) is accepted. The publisher's MD5 of the gzip
+    can only confirm a byte-identical download; a mismatch there proves nothing, so it is not
+    a refusal: the copy is returned unverified, for the caller's structural check.
+    """
     gzipped = raw[:2] == b"\x1f\x8b"
     try:
         content = _gunzip(raw) if gzipped else raw
@@ -98,25 +110,26 @@ def check_content(raw: bytearray, file: RemoteFile) -> tuple[bytearray, dict[str
         return raw, {}, f"not a valid gzip file ({error}); it is truncated or corrupt"
     digest = hashlib.sha256(content).hexdigest()
     record: dict[str, Any] = {"sha256": digest, "verified": False}
-    expected = actual = None
     if file.sha256:
-        expected, actual = file.sha256, digest
-    elif file.md5_gz and gzipped:
-        expected, actual = file.md5_gz, hashlib.md5(raw, usedforsecurity=False).hexdigest()
-    if expected is None:
-        record["note"] = "no published checksum of this copy; checked structurally only"
-        return content, record, None
-    if actual != expected:
-        return (
-            content,
-            record,
-            (
-                f"checksum mismatch: expected {expected}, got {actual}; the file is corrupt or not "
-                f"the original"
-            ),
-        )
-    record["verified"] = True
+        if digest != file.sha256:
+            problem = (
+                f"checksum mismatch: expected {file.sha256}, got {digest} (SHA-256 of the "
+                f"decompressed content); the file is corrupt or not the original"
+            )
+            return content, record, problem
+        record |= {"verified": True, "check": "SHA-256 of the decompressed content"}
+    elif file.md5_gz and gzipped and _md5(raw) == file.md5_gz:
+        record |= {"verified": True, "check": "the publisher's MD5 of the gzipped file"}
+    else:
+        why = "no SHA-256 of the content is known"
+        if file.md5_gz and gzipped:
+            why += " and the gzip is not byte-identical to the publisher's (recompressed?)"
+        record["note"] = f"content not verified: {why}; structure checked"
     return content, record, None
+
+
+def _md5(raw: bytearray) -> str:
+    return hashlib.md5(raw, usedforsecurity=False).hexdigest()
 
 
 def _gunzip(raw: bytearray) -> bytearray:

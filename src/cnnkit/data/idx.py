@@ -25,7 +25,7 @@ def parse_idx(data: bytes | bytearray | memoryview, name: str, ndim: int) -> np.
     if len(data) < header:
         raise DataError(
             f"{name}: {len(data)} bytes is too short for an IDX file with {ndim} dimension(s) "
-            f"(the header alone is {header} bytes); the file is truncated, download it again"
+            f"(the header alone is {header} bytes); the file is truncated"
         )
     zero, code, dims = struct.unpack(">HBB", bytes(data[:4]))
     if zero != 0 or code != _UBYTE or dims != ndim:
@@ -39,7 +39,7 @@ def parse_idx(data: bytes | bytearray | memoryview, name: str, ndim: int) -> np.
     if len(data) != expected:
         raise DataError(
             f"{name}: wrong size {len(data):,} bytes; its header declares shape {shape}, "
-            f"which needs {expected:,} bytes; the file is truncated or corrupt, download it again"
+            f"which needs {expected:,} bytes; the file is truncated or corrupt"
         )
     # frombuffer shares the caller's buffer: no copy of a 47 MB image file.
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)

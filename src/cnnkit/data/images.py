@@ -21,6 +21,10 @@ from cnnkit.errors import ConfigError, DataError, ImageError
 # Only these decoders ever run on user files: a smaller attack surface, and no Ghostscript for EPS.
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+# Data folders may also hold Netpbm files (PPM, PGM, PBM): the official GTSRB archives are PPM.
+# Uploads to the server and photos given to `predict` keep the web formats above.
+DATA_FORMATS = (*ALLOWED_FORMATS, "PPM")
+DATA_EXTENSIONS = (*EXTENSIONS, ".ppm", ".pgm", ".pbm", ".pnm")
 RESIZE_MODES = ("letterbox", "stretch", "crop")
 
 # Magic numbers of formats people try, to name them in the refusal instead of "unrecognised".
@@ -33,8 +37,10 @@ _KNOWN_OTHERS = {
 }
 
 
-def open_image(path_or_fileobj: str | os.PathLike | BinaryIO) -> Image.Image:
-    """Open and fully decode one image of an allowed format; raise ImageError naming the file.
+def open_image(
+    path_or_fileobj: str | os.PathLike | BinaryIO, formats: tuple[str, ...] = ALLOWED_FORMATS
+) -> Image.Image:
+    """Open and fully decode one image of one of `formats`; raise ImageError naming the file.
 
     A declared size above PIL.Image.MAX_IMAGE_PIXELS is an error (Pillow only warns below twice
     the limit); the check reads the header only, so a bomb is refused without allocating it.
@@ -51,7 +57,7 @@ def open_image(path_or_fileobj: str | os.PathLike | BinaryIO) -> Image.Image:
     if not data:
         raise ImageError(f"{name}: empty file (0 bytes); replace it with a real image or remove it")
     try:
-        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)  # reads the header only
+        image = Image.open(io.BytesIO(data), formats=formats)  # reads the header only
         limit = Image.MAX_IMAGE_PIXELS
         # Pillow raises above twice the limit and only warns between 1x and 2x; cnnkit refuses
         # both. Checked here rather than with warnings.catch_warnings, which is not thread-safe.
@@ -70,8 +76,7 @@ def open_image(path_or_fileobj: str | os.PathLike | BinaryIO) -> Image.Image:
         kind = next((k for magic, k in _KNOWN_OTHERS.items() if data.startswith(magic)), None)
         what = f"a {kind} file" if kind else "not a recognisable image"
         raise ImageError(
-            f"{name}: {what}; only {', '.join(ALLOWED_FORMATS)} are read; "
-            f"convert it to PNG or remove it"
+            f"{name}: {what}; only {', '.join(formats)} are read; convert it to PNG or remove it"
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ImageError(
