@@ -248,7 +248,7 @@ def foreign_info(session: Any, path: Any, input_shape: Any, class_names: Any) ->
     dims = session.get_inputs()[0].shape  # (N, C, H, W); a dim is an int, or a str when dynamic
     fixed = [d if isinstance(d, int) else None for d in dims]
     if len(dims) != 4 or any(
-        f not in (None, want) for f, want in zip(fixed[1:], (channels, height, width))
+        f not in (None, want) for f, want in zip(fixed[1:], (channels, height, width), strict=True)
     ):
         raise ConfigError(
             f"--input {height}x{width}x{channels} does not fit {path}, whose input is {dims} "
