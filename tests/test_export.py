@@ -118,6 +118,7 @@ def test_the_file_checks_and_carries_the_preprocessing_and_the_weights_hash(expo
     assert (meta["cnnkit.mean"], meta["cnnkit.std"]) == (MEAN, STD)
     assert meta["cnnkit.resize"] == "letterbox"
     assert (meta["cnnkit.pad_value"], meta["cnnkit.alpha_background"]) == (0, 255)
+    assert load_onnx(path).plan.to_dict() == load(run).model.plan.to_dict()
 
 
 @pytest.mark.parametrize("batch", [1, 2, 5, 64])

@@ -175,6 +175,8 @@ def to_onnx(model: Any, manifest: dict[str, Any], opset: int = DEFAULT_OPSET) ->
             opset_version=opset,
             verbose=False,
         )
+        if program is None:  # torch returns None only for dynamo=False, never used here
+            raise RuntimeError("torch.onnx.export returned no ONNXProgram")
         program.optimize()
     proto = program.model_proto
     del proto.metadata_props[:]

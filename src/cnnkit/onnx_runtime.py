@@ -86,6 +86,8 @@ class OnnxClassifier:
             },
             "weights": {"sha256": info.get("weights_sha256")},
         }
+        # The planner's shapes per layer (pure Python) for an exported model; None for a foreign one.
+        self.plan = _plan(info.get("spec"), path)
 
     def __repr__(self) -> str:
         return f"OnnxClassifier({self.path!r}, {len(self.class_names)} classes)"
@@ -139,6 +141,21 @@ class OnnxClassifier:
         return classification_report(
             labels, log_probs.argmax(axis=1), class_names=self.class_names, log_probs=log_probs
         )
+
+
+def _plan(spec: Any, path: str) -> Any:
+    if spec is None:
+        return None
+    from cnnkit.errors import SpecError
+    from cnnkit.plan import plan
+    from cnnkit.spec import from_dict
+
+    try:
+        return plan(from_dict(spec))
+    except SpecError as error:
+        raise CheckpointError(
+            f"{path}: the spec in its metadata cannot be planned ({error})"
+        ) from None
 
 
 def load_onnx(
