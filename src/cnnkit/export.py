@@ -109,10 +109,10 @@ def export_onnx(
     require("onnxruntime", EXPORT_EXTRA)
     _check_opset(opset, onnx)
     model, manifest = load_model(run)
+    images = _images(images, manifest)
     proto = to_onnx(model, manifest, opset)
     onnx.checker.check_model(proto, full_check=True)
     blob = proto.SerializeToString()
-    images = _images(images, manifest)
     parity = check_parity(model, blob, images[:PARITY_IMAGES], manifest)
     if not parity.ok:
         raise CheckpointError(
