@@ -65,3 +65,24 @@ def test_ruff_finds_nothing():
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# The torch-free runtime (`pip install cnnkit[runtime]`): these must import without torch.
+TORCH_FREE = ["cnnkit.preprocess", "cnnkit.onnx_runtime", "cnnkit.data.images", "cnnkit.cli"]
+
+
+def test_the_onnx_runtime_path_imports_no_torch():
+    script = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'torch':\n"
+        "            raise ImportError(name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"import importlib\nfor name in {TORCH_FREE!r}:\n    importlib.import_module(name)\n"
+        "assert 'torch' not in sys.modules\nprint('ok')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr

@@ -1,7 +1,8 @@
 """cnnkit: design, train, inspect and serve convolutional neural networks.
 
 The planner (`parse`, `plan`, presets) is pure Python and imports no torch, so
-`cnnkit plan` starts instantly; the torch-backed parts (`build`, `load`) are imported on first use.
+`cnnkit plan` starts instantly; the torch-backed parts (`build`, `load`) are imported on first use; `load` of an .onnx
+file runs on ONNX Runtime and never imports torch.
 """
 
 from cnnkit.errors import (
@@ -43,7 +44,7 @@ def __getattr__(name: str):
 
         return build
     if name == "load":
-        from cnnkit.predict import load
+        from cnnkit.onnx_runtime import load
 
         return load
     raise AttributeError(f"module 'cnnkit' has no attribute {name!r}")

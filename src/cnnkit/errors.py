@@ -23,3 +23,7 @@ class ConfigError(CnnkitError, ValueError):
 
 class ImageError(CnnkitError):
     """An image file that cannot be decoded (not an image, truncated, too large, disallowed format)."""
+
+
+class MissingExtraError(CnnkitError):
+    """An optional package that a command needs is not installed; the message names the extra."""

@@ -4,25 +4,33 @@
     >>> model.predict(["seven.png", "photo.jpg"], top_k=3)
     [{"file": "seven.png", "top": [{"class": "7", "prob": 0.98}, ...], "error": None}, ...]
 
-Preprocessing is the manifest's: `cnnkit.data.preprocess_image` (channel policy, EXIF, alpha on
-white, pad or resize) and then the manifest's mean/std, computed as `DeviceLoader` computes it.
+Preprocessing is the manifest's, through `cnnkit.preprocess` (shared with the ONNX predictor):
+`cnnkit.data.preprocess_image` (channel policy, EXIF, alpha on white, pad or resize) and then the
+manifest's mean/std, computed as `DeviceLoader` computes it.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from cnnkit.errors import CnnkitError, ConfigError, DataError, ImageError
+from cnnkit.errors import DataError
 from cnnkit.metrics import classification_report
+from cnnkit.preprocess import (  # image_files: kept importable from here for callers
+    ImageInput,
+    as_list,
+    check_batch_size,
+    fit_image,
+    image_files,
+    predict_images,
+)
 from cnnkit.runs import load_model
 
-ImageInput = str | os.PathLike | np.ndarray | Any  # Any: a PIL.Image.Image
+__all__ = ["Classifier", "ImageInput", "image_files", "load"]
 
 
 class Classifier:
@@ -56,20 +64,7 @@ class Classifier:
 
         Raises ImageError for a file that cannot be decoded or an array that is not an image.
         """
-        from PIL import Image
-
-        from cnnkit.data import open_image, preprocess_image
-
-        if isinstance(image, (str, os.PathLike)):
-            image = open_image(image)
-        elif isinstance(image, np.ndarray):
-            image = _array_image(image)
-        elif not isinstance(image, Image.Image):
-            raise ImageError(
-                f"cannot predict a {type(image).__name__}; give a file path, a PIL image or a "
-                f"uint8 array (H, W) or (H, W, C)"
-            )
-        return preprocess_image(image, self.input_shape, self.resize)
+        return fit_image(image, self.input_shape, self.resize)
 
     def batches(self, images: np.ndarray, batch_size: int = 256) -> Iterator[torch.Tensor]:
         """uint8 (N, H, W, C) -> float (B, C, H, W) batches on the device, normalised.
@@ -79,7 +74,7 @@ class Classifier:
         """
         from cnnkit.data.loader import normalisation, normalise
 
-        _check_batch_size(batch_size)
+        check_batch_size(batch_size)
         if self._normalisation is None:  # built once: a server calls this for every request
             self._normalisation = normalisation(self.mean, self.std, self.device)
         scale, bias = self._normalisation
@@ -91,7 +86,7 @@ class Classifier:
 
     def preprocess(self, images: ImageInput | Sequence[ImageInput]) -> torch.Tensor:
         """Images as `predict` takes them -> the model's input (N, C, H, W); raises on a bad one."""
-        fitted = np.stack([self.fit(image) for image in _as_list(images)])  # (N, H, W, C)
+        fitted = np.stack([self.fit(image) for image in as_list(images)])  # (N, H, W, C)
         return next(self.batches(fitted, batch_size=len(fitted)))
 
     # ------------------------------------------------------------------------- inference
@@ -116,29 +111,9 @@ class Classifier:
         `images` is one image or a list of them: paths, PIL images or uint8 arrays. An image
         that cannot be read gets "error" (and an empty "top"); the others are still predicted.
         """
-        if type(top_k) is not int or top_k < 1:
-            raise ConfigError(f"top_k={top_k!r} must be a whole number of at least 1, e.g. 5")
-        items = _as_list(images)
-        results: list[dict[str, Any]] = []
-        fitted, fitted_at = [], []
-        for index, image in enumerate(items):
-            results.append({"file": _file_name(image), "top": [], "error": None})
-            try:
-                fitted.append(self.fit(image))
-            except CnnkitError as error:
-                results[-1]["error"] = str(error)
-                continue
-            fitted_at.append(index)
-        if fitted:
-            probs = np.exp(self.log_probabilities(np.stack(fitted), batch_size))  # (N, classes)
-            k = min(top_k, len(self.class_names))
-            # Stable sort of -p: equal probabilities keep class order, so output is reproducible.
-            order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-            for row, index in enumerate(fitted_at):
-                results[index]["top"] = [
-                    {"class": self.class_names[c], "prob": float(probs[row, c])} for c in order[row]
-                ]
-        return results
+        return predict_images(
+            images, self.fit, self.log_probabilities, self.class_names, top_k, batch_size
+        )
 
     def evaluate(
         self, images: np.ndarray, labels: Sequence[int] | np.ndarray, batch_size: int = 512
@@ -173,79 +148,3 @@ def load(path: str | os.PathLike, device: Any = "cpu") -> Classifier:
     """
     model, manifest = load_model(path, device=device)
     return Classifier(model, manifest, device)
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def _as_list(images: Any) -> list[Any]:
-    """One image or many -> a list; a 4-D array is a batch of images."""
-    if isinstance(images, np.ndarray):
-        return list(images) if images.ndim == 4 else [images]
-    if isinstance(images, (str, os.PathLike)) or hasattr(images, "getbands"):  # PIL image
-        return [images]
-    if isinstance(images, Iterable):
-        return list(images)
-    return [images]
-
-
-def _file_name(image: Any) -> str | None:
-    if isinstance(image, (str, os.PathLike)):
-        return os.fspath(image)
-    name = getattr(image, "filename", None)  # set by PIL.Image.open
-    return str(name) if name else None
-
-
-def _array_image(array: np.ndarray) -> Any:
-    """uint8 (H, W) or (H, W, C) with C in 1, 2, 3, 4 -> a PIL image (L, LA, RGB or RGBA)."""
-    from PIL import Image
-
-    if array.dtype != np.uint8:
-        raise ImageError(
-            f"array of dtype {array.dtype}: give uint8 pixels 0-255 "
-            f"(for floats in [0, 1]: (a * 255).round().astype(np.uint8))"
-        )
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[..., 0]
-    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (2, 3, 4))):
-        raise ImageError(
-            f"array of shape {array.shape} is not an image; give (H, W) or (H, W, C) with C 1-4"
-        )
-    if min(array.shape[:2]) < 1:
-        raise ImageError(f"array of shape {array.shape} has no pixels")
-    return Image.fromarray(np.ascontiguousarray(array))  # L, LA, RGB or RGBA by shape
-
-
-def _check_batch_size(batch_size: int) -> None:
-    if type(batch_size) is not int or batch_size < 1:
-        raise ConfigError(f"batch_size={batch_size!r} must be a whole number of at least 1")
-
-
-def image_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Files as given, and each folder's image files (recursively, sorted; hidden ones skipped).
-
-    Raises DataError for a folder without images; a missing file stays in the list, so that
-    `predict` reports it next to the others.
-    """
-    from cnnkit.data.images import EXTENSIONS
-
-    files: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if not path.is_dir():
-            files.append(path)
-            continue
-        found = sorted(
-            p
-            for p in path.rglob("*")
-            if p.is_file()
-            and p.suffix.lower() in EXTENSIONS
-            and not any(part.startswith(".") for part in p.relative_to(path).parts)
-        )
-        if not found:
-            raise DataError(
-                f"{path} is a folder without image files ({', '.join(EXTENSIONS)}); "
-                f"give image files or a folder that holds some"
-            )
-        files.extend(found)
-    return files

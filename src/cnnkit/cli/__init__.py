@@ -20,6 +20,7 @@ _GROUPS = (
     "train_cmds",
     "use_cmds",
     "inspect_cmds",
+    "export_cmds",
     "serve_cmds",
 )
 

@@ -45,8 +45,12 @@ def register(subparsers) -> None:
         description="Predict image files (PNG, JPEG, BMP, GIF, WEBP) with a trained run; "
         "folders are searched for images. Exit code 1 when an image could not be read.",
     )
-    predict.add_argument("run", help="the run directory ('cnnkit train --out DIR')")
+    predict.add_argument(
+        "run", help="the run directory ('cnnkit train --out DIR') or an .onnx model (no torch)"
+    )
     predict.add_argument("files", nargs="+", metavar="FILE_OR_FOLDER", help="images or folders")
+    for flag, text in (("--input", "HxWxC, e.g. 28x28x1"), ("--classes", "a,b,c or a file")):
+        predict.add_argument(flag, help=f"{text}: for an .onnx model not made by 'cnnkit export'")
     predict.add_argument(
         "--top-k", type=int, default=5, metavar="K", help="classes to show per image (default 5)"
     )
@@ -156,11 +160,18 @@ def align_labels(data_names: list[str], run_names: list[str], labels: Any, sourc
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from cnnkit.predict import image_files, load
+    from cnnkit.onnx_runtime import is_onnx_path, load_onnx
+    from cnnkit.preprocess import image_files
     from cnnkit.render_use import render_predictions
 
     files = image_files(args.files)  # before loading, so a typo'd folder fails fast
-    classifier = load(args.run, device=_device(args.device))
+    if is_onnx_path(args.run):  # ONNX Runtime on the CPU: never imports torch
+        classifier = load_onnx(args.run, args.input, args.classes)
+    else:
+        from cnnkit.predict import load
+
+        _only_for_onnx(args)
+        classifier = load(args.run, device=_device(args.device))
     results = classifier.predict(
         [str(file) for file in files], top_k=args.top_k, batch_size=args.batch_size
     )
@@ -174,3 +185,12 @@ def run_predict(args: argparse.Namespace) -> int:
             f"cnnkit: {len(failed)} of {len(results)} image(s) could not be read", file=sys.stderr
         )
     return 1 if failed else 0
+
+
+def _only_for_onnx(args: argparse.Namespace) -> None:
+    from cnnkit.errors import ConfigError
+
+    if args.input is not None or args.classes is not None:
+        raise ConfigError(
+            f"--input and --classes are for an .onnx model; {args.run} is a run, which records both"
+        )

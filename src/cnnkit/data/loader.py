@@ -30,9 +30,10 @@ def normalisation(
     mean: Sequence[float], std: Sequence[float], device: torch.device | str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(scale, bias), each (C,), so that u8 * scale + bias = (u8/255 - mean) / std in one pass."""
-    scale = 1 / (torch.tensor(std, dtype=torch.float32) * 255)
-    bias = -torch.tensor(mean, dtype=torch.float32) * 255 * scale
-    return scale.to(device), bias.to(device)
+    from cnnkit.preprocess import scale_and_bias  # one home, shared with the ONNX predictor
+
+    scale, bias = scale_and_bias(mean, std)
+    return torch.from_numpy(scale).to(device), torch.from_numpy(bias).to(device)
 
 
 def normalise(u8: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

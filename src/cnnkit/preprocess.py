@@ -1,0 +1,188 @@
+"""Images in, model inputs out, top-k back: the one preprocessing every predictor shares.
+
+`cnnkit.predict.Classifier` (torch) and `cnnkit.onnx_runtime.OnnxClassifier` (ONNX Runtime) both
+call these functions, so a photo reaches an exported model exactly as it reaches the run it came
+from. NumPy and Pillow only: nothing here imports torch (tests/test_layering.py checks).
+
+    image (path, PIL image, uint8 array) --fit_image--> uint8 (H, W, C)
+        --normalise--> float32 (N, C, H, W) = (u8 / 255 - mean) / std
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnkit.errors import CnnkitError, ConfigError, DataError, ImageError
+
+ImageInput = str | os.PathLike | np.ndarray | Any  # Any: a PIL.Image.Image
+
+# What `cnnkit.data.images` fills with, recorded in exported models' metadata: a letterbox or
+# centring pad is black (0) and transparent pixels are composited on white (255).
+PAD_VALUE = 0
+ALPHA_BACKGROUND = 255
+
+
+def fit_image(image: ImageInput, input_shape: tuple[int, int, int], resize: str) -> np.ndarray:
+    """One image (path, PIL image or uint8 HxW / HxWxC array) -> uint8 (H, W, C) for the model.
+
+    Raises ImageError for a file that cannot be decoded or an array that is not an image.
+    """
+    from PIL import Image
+
+    from cnnkit.data.images import open_image, preprocess_image
+
+    if isinstance(image, (str, os.PathLike)):
+        image = open_image(image)
+    elif isinstance(image, np.ndarray):
+        image = array_image(image)
+    elif not isinstance(image, Image.Image):
+        raise ImageError(
+            f"cannot predict a {type(image).__name__}; give a file path, a PIL image or a "
+            f"uint8 array (H, W) or (H, W, C)"
+        )
+    return preprocess_image(image, input_shape, resize)
+
+
+def scale_and_bias(mean: Sequence[float], std: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, bias), float32 (C,), so that u8 * scale + bias = (u8/255 - mean) / std in one pass.
+
+    float32 throughout, operation by operation as `cnnkit.data.loader.normalisation` computes it
+    in torch: IEEE rounding makes the two bitwise equal (tests/test_export.py checks).
+    """
+    scale = np.float32(1) / (np.asarray(std, dtype=np.float32) * np.float32(255))
+    bias = -np.asarray(mean, dtype=np.float32) * np.float32(255) * scale
+    return scale, bias
+
+
+def normalise(images: np.ndarray, scale: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """uint8 (N, H, W, C) -> float32 (N, C, H, W), contiguous: the model's input."""
+    x = images.astype(np.float32) * scale + bias  # (N, H, W, C)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))  # (N, C, H, W)
+
+
+def log_softmax(outputs: np.ndarray, outputs_probs: bool) -> np.ndarray:
+    """Model outputs (N, ...) -> float64 (N, classes) log-probabilities.
+
+    A softmax head gives probabilities: their log, renormalised; other heads give logits.
+    """
+    out = outputs.reshape(len(outputs), -1).astype(np.float64)  # (N, classes)
+    if outputs_probs:
+        out = np.log(np.maximum(out, np.finfo(np.float64).tiny))
+    out = out - out.max(axis=1, keepdims=True)
+    return out - np.log(np.exp(out).sum(axis=1, keepdims=True))
+
+
+def predict_images(
+    images: ImageInput | Sequence[ImageInput],
+    fit: Callable[[ImageInput], np.ndarray],
+    log_probabilities: Callable[[np.ndarray, int], np.ndarray],
+    class_names: Sequence[str],
+    top_k: int,
+    batch_size: int,
+) -> list[dict[str, Any]]:
+    """The top-k classes of each image: [{"file", "top": [{"class", "prob"}], "error"}].
+
+    `fit` is a predictor's image -> uint8 (H, W, C); `log_probabilities` its uint8 (N, H, W, C),
+    batch size -> (N, classes). An image that cannot be read gets "error" and an empty "top".
+    """
+    if type(top_k) is not int or top_k < 1:
+        raise ConfigError(f"top_k={top_k!r} must be a whole number of at least 1, e.g. 5")
+    items = as_list(images)
+    results: list[dict[str, Any]] = []
+    fitted, fitted_at = [], []
+    for index, image in enumerate(items):
+        results.append({"file": file_name(image), "top": [], "error": None})
+        try:
+            fitted.append(fit(image))
+        except CnnkitError as error:
+            results[-1]["error"] = str(error)
+            continue
+        fitted_at.append(index)
+    if fitted:
+        probs = np.exp(log_probabilities(np.stack(fitted), batch_size))  # (N, classes)
+        k = min(top_k, len(class_names))
+        # Stable sort of -p: equal probabilities keep class order, so output is reproducible.
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        for row, index in enumerate(fitted_at):
+            results[index]["top"] = [
+                {"class": class_names[c], "prob": float(probs[row, c])} for c in order[row]
+            ]
+    return results
+
+
+def check_batch_size(batch_size: int) -> None:
+    if type(batch_size) is not int or batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size!r} must be a whole number of at least 1")
+
+
+def as_list(images: Any) -> list[Any]:
+    """One image or many -> a list; a 4-D array is a batch of images."""
+    if isinstance(images, np.ndarray):
+        return list(images) if images.ndim == 4 else [images]
+    if isinstance(images, (str, os.PathLike)) or hasattr(images, "getbands"):  # PIL image
+        return [images]
+    if isinstance(images, Iterable):
+        return list(images)
+    return [images]
+
+
+def file_name(image: Any) -> str | None:
+    if isinstance(image, (str, os.PathLike)):
+        return os.fspath(image)
+    name = getattr(image, "filename", None)  # set by PIL.Image.open
+    return str(name) if name else None
+
+
+def array_image(array: np.ndarray) -> Any:
+    """uint8 (H, W) or (H, W, C) with C in 1, 2, 3, 4 -> a PIL image (L, LA, RGB or RGBA)."""
+    from PIL import Image
+
+    if array.dtype != np.uint8:
+        raise ImageError(
+            f"array of dtype {array.dtype}: give uint8 pixels 0-255 "
+            f"(for floats in [0, 1]: (a * 255).round().astype(np.uint8))"
+        )
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (2, 3, 4))):
+        raise ImageError(
+            f"array of shape {array.shape} is not an image; give (H, W) or (H, W, C) with C 1-4"
+        )
+    if min(array.shape[:2]) < 1:
+        raise ImageError(f"array of shape {array.shape} has no pixels")
+    return Image.fromarray(np.ascontiguousarray(array))  # L, LA, RGB or RGBA by shape
+
+
+def image_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Files as given, and each folder's image files (recursively, sorted; hidden ones skipped).
+
+    Raises DataError for a folder without images; a missing file stays in the list, so that
+    `predict` reports it next to the others.
+    """
+    from cnnkit.data.images import EXTENSIONS
+
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_dir():
+            files.append(path)
+            continue
+        found = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file()
+            and p.suffix.lower() in EXTENSIONS
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
+        if not found:
+            raise DataError(
+                f"{path} is a folder without image files ({', '.join(EXTENSIONS)}); "
+                f"give image files or a folder that holds some"
+            )
+        files.extend(found)
+    return files
