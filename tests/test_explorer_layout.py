@@ -1,0 +1,246 @@
+"""The explorer's layout on three model sizes at a laptop and a phone window, in Chromium.
+
+LeNet (10 digits), a wide colour model (64x64x3, 64-128 filters, 6 long class names) and a
+43-class model (32x32x3, the course's traffic-sign size). Untrained weights: layout does not
+depend on what the model learned. Checked through bounding boxes: the scores stay in the window,
+no two pieces of text overlap, nothing but the layer strip scrolls sideways, and the strip shows
+where it is. Also: errors replace stale results, the conv step opens on the channel that
+contributes most, the playground words impossible sizes, and nothing is fetched off the machine.
+Screenshots go to artifacts/explorer_*.png.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import io
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnkit.network import build
+from cnnkit.presets import resolve
+from cnnkit.runs import make_manifest, save_model
+from cnnkit.serve.app import create_app
+from test_serve_helpers import REPO, digit_png, live_server
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ARTIFACTS = REPO / "artifacts"
+LAPTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+WIDE = (
+    "64x64x3 > conv 64@3x3 same > relu > conv 64@3x3 same > relu > maxpool 2"
+    " > conv 128@3x3 same > relu > conv 128@3x3 same > relu > maxpool 2"
+    " > conv 128@3x3 same > relu > maxpool 2 > flatten > fc 6"
+)
+WIDE_CLASSES = [
+    "astronaut_helmet",
+    "chelsea_football_club_scarf",
+    "grand_piano",
+    "red_admiral_butterfly",
+    "espresso_machine",
+    "snow_leopard",
+]
+SIGNS_MODEL = (
+    "32x32x3 > conv 32@3x3 same > relu > conv 32@3x3 same > relu > maxpool 2"
+    " > conv 64@3x3 same > relu > conv 64@3x3 same > relu > maxpool 2"
+    " > flatten > fc 256 > relu > dropout 0.5 > fc 43"
+)
+# The German traffic-sign benchmark's 43 classes, as the course's project names them.
+SIGNS = [
+    *(f"Speed limit ({v}km/h)" for v in (20, 30, 50, 60, 70, 80)),
+    "End of speed limit (80km/h)",
+    "Speed limit (100km/h)",
+    "Speed limit (120km/h)",
+    "No passing",
+    "No passing for vehicles over 3.5 metric tons",
+    "Right-of-way at the next intersection",
+    "Priority road",
+    "Yield",
+    "Stop",
+    "No vehicles",
+    "Vehicles over 3.5 metric tons prohibited",
+    "No entry",
+    "General caution",
+    "Dangerous curve to the left",
+    "Dangerous curve to the right",
+    "Double curve",
+    "Bumpy road",
+    "Slippery road",
+    "Road narrows on the right",
+    "Road work",
+    "Traffic signals",
+    "Pedestrians",
+    "Children crossing",
+    "Bicycles crossing",
+    "Beware of ice/snow",
+    "Wild animals crossing",
+    "End of all speed and passing limits",
+    "Turn right ahead",
+    "Turn left ahead",
+    "Ahead only",
+    "Go straight or right",
+    "Go straight or left",
+    "Keep right",
+    "Keep left",
+    "Roundabout mandatory",
+    "End of no passing",
+    "End of no passing by vehicles over 3.5 metric tons",
+]
+MODELS = {
+    "lenet": ("lenet5", [str(i) for i in range(10)]),
+    "wide": (WIDE, WIDE_CLASSES),
+    "signs": (SIGNS_MODEL, SIGNS),
+}
+
+
+@functools.cache
+def untrained_run(name: str) -> Path:
+    """A run directory holding the model `name` of MODELS with seeded, untrained weights."""
+    notation, classes = MODELS[name]
+    spec = resolve(notation)
+    folder = Path(tempfile.mkdtemp(prefix=f"cnnkit-layout-{name}-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    channels = spec.input_shape[2]
+    manifest = make_manifest(spec, classes, [0.5] * channels, [0.25] * channels)
+    save_model(folder / name, build(spec, seed=0).eval(), manifest)
+    return folder / name
+
+
+def colour_png(size: int) -> bytes:
+    """A colourful test picture: a red disc on a blue-green gradient, `size`x`size` RGB."""
+    y, x = np.mgrid[0:size, 0:size] / (size - 1)
+    pixels = np.stack([40 + 60 * x, 90 + 120 * y, 200 - 100 * x], axis=-1)
+    disc = (x - 0.55) ** 2 + (y - 0.45) ** 2 < 0.07
+    pixels[disc] = (220, 40, 50)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def upload_for(name: str, folder: Path) -> Path:
+    path = folder / f"{name}.png"
+    path.write_bytes(digit_png(0)[0] if name == "lenet" else colour_png(96))
+    return path
+
+
+class Offline:
+    """Aborts and records every request that does not go to the served page's own origin."""
+
+    def __init__(self, page, origin: str) -> None:
+        self.foreign: list[str] = []
+        self.problems: list[str] = []
+
+        def route(route):
+            if route.request.url.startswith(origin):
+                route.continue_()
+            else:
+                self.foreign.append(route.request.url)
+                route.abort()
+
+        page.route("**/*", route)
+        page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
+        page.on(
+            "console",
+            lambda m: m.type == "error" and self.problems.append(f"console: {m.text}"),
+        )
+
+
+def open_page(browser, url: str, viewport: dict) -> tuple:
+    page = browser.new_page(viewport=viewport)
+    offline = Offline(page, url)
+    page.goto(url)
+    page.wait_for_selector("#status:has-text('Give the model')")
+    return page, offline
+
+
+def analyse(page, upload: Path) -> None:
+    page.set_input_files("#file", str(upload))
+    # Selector waits, not wait_for_function: the page's CSP forbids the eval that polling uses.
+    page.wait_for_selector("#bars li.best", timeout=60_000)
+    page.wait_for_selector("#overview .layer-col", timeout=60_000)
+    page.wait_for_selector("#cam-heat[src^='data:']", state="attached", timeout=60_000)
+
+
+# Every leaf element holding text, with its box; run in the page.
+TEXT_BOXES = """(selector) => [...document.querySelectorAll(selector)]
+  .filter((node) => node.offsetParent !== null && node.textContent.trim()
+    && ![...node.children].some((child) => child.textContent.trim()))
+  .map((node) => {
+    const box = node.getBoundingClientRect();
+    return { text: node.textContent.trim().slice(0, 40), left: box.left, right: box.right,
+             top: box.top, bottom: box.bottom, cut: node.scrollWidth > node.clientWidth + 1
+             && getComputedStyle(node).overflowX !== "visible" };
+  })"""
+
+
+def overlaps(boxes: list[dict]) -> list[tuple[str, str]]:
+    """Pairs of text boxes that overlap by more than half a pixel each way."""
+    found = []
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            dx = min(a["right"], b["right"]) - max(a["left"], b["left"])
+            dy = min(a["bottom"], b["bottom"]) - max(a["top"], b["top"])
+            if dx > 0.5 and dy > 0.5:
+                found.append((a["text"], b["text"]))
+    return found
+
+
+def check_layout(page, viewport: dict, classes: list[str]) -> None:
+    width = viewport["width"]
+    # Nothing but the layer strip scrolls sideways.
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    # The top scores: whole names, inside the window, readable without horizontal scrolling.
+    page.locator("#predict-card").scroll_into_view_if_needed()
+    bars = page.locator("#bars li")
+    assert bars.count() == min(5, len(classes))
+    for index in range(bars.count()):
+        for part in ("label", "prob", "track"):
+            box = bars.nth(index).locator(f".{part}").bounding_box()
+            assert box and box["x"] >= 0 and box["x"] + box["width"] <= width, (part, box)
+            assert box["y"] >= 0 and box["y"] + box["height"] <= viewport["height"], (part, box)
+        label = bars.nth(index).get_attribute("data-label")
+        assert bars.nth(index).locator(".label").inner_text() == label
+        assert label in classes
+    # No two pieces of text overlap, and none is cut.
+    for selector in ("#predict-card *", "#overview-card *", "header.top *", "#input-card *"):
+        boxes = page.evaluate(TEXT_BOXES, selector)
+        assert overlaps(boxes) == [], selector
+        assert [box["text"] for box in boxes if box["cut"]] == [], selector
+    # The rest of the classes on demand.
+    if len(classes) > 5:
+        page.click("#all-scores summary")
+        assert page.locator("#all-scores-list li").count() == len(classes)
+        boxes = page.evaluate(TEXT_BOXES, "#all-scores-list *")
+        assert overlaps(boxes) == []
+        assert max(box["right"] for box in boxes) <= width
+        page.click("#all-scores summary")
+    # The strip says where it is.
+    position = page.locator("#strip-position")
+    assert position.is_visible()
+    assert re.fullmatch(
+        r"layers (input|\d+)–\d+ of \d+|all \d+ layers in view", position.inner_text()
+    )
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_layout_at_two_sizes(browser, tmp_path, name):
+    run = untrained_run(name)
+    upload = upload_for(name, tmp_path)
+    classes = MODELS[name][1]
+    with live_server(create_app(run)) as url:
+        for size, viewport in (("laptop", LAPTOP), ("phone", PHONE)):
+            page, offline = open_page(browser, url, viewport)
+            analyse(page, upload)
+            check_layout(page, viewport, classes)
+            page.screenshot(path=str(ARTIFACTS / f"explorer_{name}_{size}.png"), full_page=True)
+            page.locator("#predict-card").scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / f"explorer_{name}_{size}_view.png"))
+            assert offline.foreign == [] and offline.problems == []
+            page.close()
