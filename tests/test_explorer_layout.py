@@ -239,8 +239,138 @@ def test_layout_at_two_sizes(browser, tmp_path, name):
             page, offline = open_page(browser, url, viewport)
             analyse(page, upload)
             check_layout(page, viewport, classes)
+            page.evaluate("window.scrollTo(0, 0)")
             page.screenshot(path=str(ARTIFACTS / f"explorer_{name}_{size}.png"), full_page=True)
             page.locator("#predict-card").scroll_into_view_if_needed()
             page.screenshot(path=str(ARTIFACTS / f"explorer_{name}_{size}_view.png"))
             assert offline.foreign == [] and offline.problems == []
             page.close()
+
+
+def tiff_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(buffer, format="TIFF")
+    return buffer.getvalue()
+
+
+def assert_no_result(page) -> None:
+    """Nothing of an earlier image is left: its picture, scores, maps, detail and Grad-CAM."""
+    assert page.locator("#seen").get_attribute("data-empty") == "true"
+    assert page.locator("#bars li.best").count() == 0
+    assert page.locator("#all-scores").is_hidden()
+    assert page.locator("#overview .layer-col").count() == 0
+    assert page.locator("#strip-nav").is_hidden()
+    assert page.locator("#detail").is_hidden()
+    for image in ("cam-input", "cam-heat", "cam-saliency"):
+        assert page.locator(f"#{image}").get_attribute("src") is None
+    assert page.locator("#cam-class").is_disabled()
+    assert page.locator("#score-pill").is_hidden()
+
+
+def test_error_replaces_the_stale_result(browser, tmp_path):
+    run = untrained_run("signs")
+    good = upload_for("signs", tmp_path)
+    tiff = tmp_path / "sign.tiff"
+    tiff.write_bytes(tiff_bytes())
+    with live_server(create_app(run)) as url:
+        page, offline = open_page(browser, url, PHONE)
+        # Empty: the page says what to do, and shows no result.
+        assert "Give the model an image" in page.locator("#bars").inner_text()
+        assert_no_result(page)
+        analyse(page, good)
+        page.click(".map[data-layer='conv1']")
+        page.wait_for_selector("#detail:not([hidden])")
+        # A refused upload: the error replaces the old image and its prediction.
+        page.set_input_files("#file", str(tiff))
+        page.wait_for_selector("#status.error")
+        message = page.locator("#status").inner_text()
+        assert "TIFF" in message or "PNG, JPEG" in message, message
+        assert message in page.locator("#bars").inner_text()
+        assert "No result" in page.locator("#overview").inner_text()
+        assert_no_result(page)
+        page.screenshot(path=str(ARTIFACTS / "explorer_error_phone.png"), full_page=True)
+        # A good upload afterwards gives a whole result again.
+        analyse(page, good)
+        assert page.locator("#status.error").count() == 0
+        assert page.locator("#seen").get_attribute("data-empty") == "false"
+        assert offline.foreign == []
+        assert [p for p in offline.problems if "415" not in p] == []
+        page.close()
+
+
+def test_wide_model_strip_subset_and_conv_step(browser, tmp_path):
+    run = untrained_run("wide")
+    upload = upload_for("wide", tmp_path)
+    with live_server(create_app(run)) as url:
+        page, offline = open_page(browser, url, LAPTOP)
+        analyse(page, upload)
+        # Most active first: 8 of conv2's 64 maps, ranked by mean |value|; "show all" shows 64.
+        conv2 = page.locator(".map[data-layer='conv2']")
+        assert conv2.count() == 8
+        page.click(".show-all[data-layer='conv2']")
+        assert page.locator(".map[data-layer='conv2']").count() == 64
+        note = page.locator(".layer-col[data-layer='conv3'] .subset .hint").inner_text()
+        assert "of 128" in note  # the server sends 64 of conv3's 128 maps, and the page says so
+        # The strip scrolls sideways, and says which layers are in view.
+        position = page.locator("#strip-position")
+        first = position.get_attribute("data-first")
+        assert (
+            position.get_attribute("data-last") != "15"
+            and page.locator("#strip-prev").is_disabled()
+        )
+        page.click("#strip-next")
+        page.wait_for_function(
+            "() => document.getElementById('strip-position').dataset.first !== '0'"
+        )
+        assert position.get_attribute("data-first") != first
+        assert not page.locator("#strip-prev").is_disabled()
+        # The conv step opens on the input channel with the largest |sum of products|.
+        page.click(".map[data-layer='conv2'][data-channel='5']")
+        page.wait_for_selector("#zoom.clickable")
+        box = page.locator("#zoom").bounding_box()
+        with page.expect_response(lambda r: "/api/conv-step" in r.url) as answer:
+            page.locator("#zoom").click(
+                position={"x": box["width"] * 0.4, "y": box["height"] * 0.45}
+            )
+        step = answer.value.json()
+        assert (step["layer"], step["channel"]) == ("conv2", 5)
+        assert (step["y"], step["x"]) == (int(0.45 * 64), int(0.4 * 64))
+        sums = step["channel_sums"]
+        best = max(range(len(sums)), key=lambda index: abs(sums[index]))
+        assert len(sums) == 64
+        page.wait_for_selector("#conv-channel")
+        assert page.locator("#conv-channel").input_value() == str(best)
+        assert page.locator("#conv-best").get_attribute("data-channel") == str(best)
+        assert f"(channel {best})" in page.locator(".grids").inner_text()
+        shown = page.locator("table.products td").first.get_attribute("data-value")
+        assert float(shown) == step["products"][best][0][0]
+        # Every colour scale on the page states its range.
+        for scale in page.locator(".scale").all()[:10]:
+            assert float(scale.get_attribute("data-low")) <= float(scale.get_attribute("data-high"))
+            assert scale.locator(".ticks span").count() >= 2
+        page.locator("#detail").scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "explorer_wide_conv_step.png"))
+        assert offline.foreign == [] and offline.problems == []
+        page.close()
+
+
+def test_phone_keeps_the_best_class_in_view(browser, tmp_path):
+    run = untrained_run("wide")
+    upload = upload_for("wide", tmp_path)
+    with live_server(create_app(run)) as url:
+        page, offline = open_page(browser, url, PHONE)
+        analyse(page, upload)
+        best = page.locator("#bars li.best").get_attribute("data-label")
+        page.locator("#cam-class").scroll_into_view_if_needed()
+        pill = page.locator("#score-pill")
+        pill.wait_for(state="visible")
+        assert best in pill.inner_text()
+        box = pill.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
+        assert box["y"] + box["height"] <= PHONE["height"]
+        page.screenshot(path=str(ARTIFACTS / "explorer_wide_phone_scrolled.png"))
+        pill.click()  # back to the scores
+        page.locator("#predict-card").wait_for(state="visible")
+        pill.wait_for(state="hidden")
+        assert offline.foreign == [] and offline.problems == []
+        page.close()

@@ -62,6 +62,7 @@ function clearResult(message, isError) {
   for (const id of ["cam-input", "cam-heat", "cam-saliency"]) $(id).removeAttribute("src");
   $("cam-scales").replaceChildren();
   $("cam-class").disabled = true;
+  $("cam-class").selectedIndex = -1;
   $("cam-note").textContent = "";
   setStatus(message, isError);
 }
