@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib import colormaps
 from PIL import Image
 
 from cnnkit.network import build
@@ -93,10 +94,126 @@ SIGNS = [
     "End of no passing",
     "End of no passing by vehicles over 3.5 metric tons",
 ]
+# A few dozen layers and 100 classes: the most the issue asks the page to hold.
+DEEP = " > ".join(
+    [
+        "32x32x3",
+        *["conv 32@3x3 same > bn > relu"] * 4,
+        "maxpool 2",
+        *["conv 64@3x3 same > bn > relu"] * 4,
+        "maxpool 2",
+        *["conv 64@3x3 same > bn > relu"] * 2,
+        "gap > fc 100",
+    ]
+)
+# CIFAR-100's fine classes.
+HUNDRED = [
+    "apple",
+    "aquarium_fish",
+    "baby",
+    "bear",
+    "beaver",
+    "bed",
+    "bee",
+    "beetle",
+    "bicycle",
+    "bottle",
+    "bowl",
+    "boy",
+    "bridge",
+    "bus",
+    "butterfly",
+    "camel",
+    "can",
+    "castle",
+    "caterpillar",
+    "cattle",
+    "chair",
+    "chimpanzee",
+    "clock",
+    "cloud",
+    "cockroach",
+    "couch",
+    "crab",
+    "crocodile",
+    "cup",
+    "dinosaur",
+    "dolphin",
+    "elephant",
+    "flatfish",
+    "forest",
+    "fox",
+    "girl",
+    "hamster",
+    "house",
+    "kangaroo",
+    "keyboard",
+    "lamp",
+    "lawn_mower",
+    "leopard",
+    "lion",
+    "lizard",
+    "lobster",
+    "man",
+    "maple_tree",
+    "motorcycle",
+    "mountain",
+    "mouse",
+    "mushroom",
+    "oak_tree",
+    "orange",
+    "orchid",
+    "otter",
+    "palm_tree",
+    "pear",
+    "pickup_truck",
+    "pine_tree",
+    "plain",
+    "plate",
+    "poppy",
+    "porcupine",
+    "possum",
+    "rabbit",
+    "raccoon",
+    "ray",
+    "road",
+    "rocket",
+    "rose",
+    "sea",
+    "seal",
+    "shark",
+    "shrew",
+    "skunk",
+    "skyscraper",
+    "snail",
+    "snake",
+    "spider",
+    "squirrel",
+    "streetcar",
+    "sunflower",
+    "sweet_pepper",
+    "table",
+    "tank",
+    "telephone",
+    "television",
+    "tiger",
+    "tractor",
+    "train",
+    "trout",
+    "tulip",
+    "turtle",
+    "wardrobe",
+    "whale",
+    "willow_tree",
+    "wolf",
+    "woman",
+    "worm",
+]
 MODELS = {
     "lenet": ("lenet5", [str(i) for i in range(10)]),
     "wide": (WIDE, WIDE_CLASSES),
     "signs": (SIGNS_MODEL, SIGNS),
+    "deep": (DEEP, HUNDRED),
 }
 
 
@@ -350,8 +467,33 @@ def test_wide_model_strip_subset_and_conv_step(browser, tmp_path):
             assert scale.locator(".ticks span").count() >= 2
         page.locator("#detail").scroll_into_view_if_needed()
         page.screenshot(path=str(ARTIFACTS / "explorer_wide_conv_step.png"))
+        check_page_colours(page)
         assert offline.foreign == [] and offline.problems == []
         page.close()
+
+
+def check_page_colours(page) -> None:
+    """The page's colourAt between its stops stays within 5/255 of matplotlib's own maps."""
+    where = np.linspace(0.0, 1.0, 256)
+    ours = page.evaluate(
+        """async (where) => {
+            const maps = await import("/static/maps.js");
+            const stops = await import("/static/colours.js");
+            const signed = maps.rangeOf(-2, 1);
+            return {
+                RdBu_r: where.map((t) => maps.colourAt(stops.RDBU_R, t)),
+                inferno: where.map((t) => maps.colourAt(stops.INFERNO, t)),
+                signed: [signed.low, signed.high, maps.colour(signed, 0)],
+            };
+        }""",
+        where.tolist(),
+    )
+    for name in ("RdBu_r", "inferno"):
+        expected = colormaps[name](where)[:, :3] * 255
+        assert np.abs(np.array(ours[name]) - expected).max() <= 5, name
+    low, high, zero = ours["signed"]
+    assert (low, high) == (-2, 2)  # symmetric about 0
+    assert np.abs(np.array(zero) - np.array(colormaps["RdBu_r"](0.5)[:3]) * 255).max() <= 1
 
 
 def test_phone_keeps_the_best_class_in_view(browser, tmp_path):

@@ -153,6 +153,7 @@ export function updatePosition() {
   const touching = (rect) => rect.right > box.left && rect.left < box.right;
   let seen = columns.filter((column) => inside(column.getBoundingClientRect()));
   if (!seen.length) seen = columns.filter((column) => touching(column.getBoundingClientRect()));
+  if (!seen.length) return; // the strip is not laid out (hidden, or being replaced)
   const first = Number(seen[0].dataset.position);
   const last = Number(seen.at(-1).dataset.position);
   const count = columns.length - 1;
