@@ -326,7 +326,13 @@ def check_layout(page, viewport: dict, classes: list[str]) -> None:
         assert bars.nth(index).locator(".label").inner_text() == label
         assert label in classes
     # No two pieces of text overlap, and none is cut.
-    for selector in ("#predict-card *", "#overview-card *", "header.top *", "#input-card *"):
+    for selector in (
+        "#predict-card *",
+        "#overview-card *",
+        "header.top *",
+        ".input-card *",
+        "[aria-labelledby=cam-title] *",
+    ):
         boxes = page.evaluate(TEXT_BOXES, selector)
         assert overlaps(boxes) == [], selector
         assert [box["text"] for box in boxes if box["cut"]] == [], selector
@@ -357,6 +363,7 @@ def test_layout_at_two_sizes(browser, tmp_path, name):
             analyse(page, upload)
             check_layout(page, viewport, classes)
             page.evaluate("window.scrollTo(0, 0)")
+            page.locator("#score-pill").wait_for(state="hidden")
             page.screenshot(path=str(ARTIFACTS / f"explorer_{name}_{size}.png"), full_page=True)
             page.locator("#predict-card").scroll_into_view_if_needed()
             page.screenshot(path=str(ARTIFACTS / f"explorer_{name}_{size}_view.png"))
@@ -394,7 +401,22 @@ def test_error_replaces_the_stale_result(browser, tmp_path):
         # Empty: the page says what to do, and shows no result.
         assert "Give the model an image" in page.locator("#bars").inner_text()
         assert_no_result(page)
-        analyse(page, good)
+        # Loading: held back at the network, the page says it is working.
+        held = []
+
+        def hold(route) -> None:
+            held.append(route)
+
+        page.route("**/api/activations*", hold)
+        page.set_input_files("#file", str(good))
+        page.wait_for_selector("#predict-card[aria-busy='true']")
+        assert "Running the network" in page.locator("#bars").inner_text()
+        assert "Running the network" in page.locator("#status").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "explorer_loading_phone.png"))
+        page.unroute("**/api/activations*", hold)
+        held[0].continue_()
+        page.wait_for_selector("#predict-card[aria-busy='false']")
+        page.wait_for_selector("#cam-heat[src^='data:']", state="attached")
         page.click(".map[data-layer='conv1']")
         page.wait_for_selector("#detail:not([hidden])")
         # A refused upload: the error replaces the old image and its prediction.

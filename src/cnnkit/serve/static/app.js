@@ -70,6 +70,11 @@ function clearResult(message, isError) {
 async function analyse(blob) {
   const request = ++state.request;
   setStatus("Running the network…");
+  if (!state.image) {
+    // Nothing to dim yet: say what is happening where the result will appear.
+    showScoresMessage("Running the network…");
+    $("overview").replaceChildren(el("p", { class: "empty" }, "Running the network…"));
+  }
   setBusy(true);
   try {
     const classes = state.model ? state.model.classes.length : TOP;
