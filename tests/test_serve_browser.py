@@ -66,20 +66,21 @@ def test_explorer_page(browser, tmp_path):
         page = browser.new_page(viewport={"width": 1280, "height": 800})
         watch = PageWatch(page)
         page.goto(url)
-        page.wait_for_function(
-            "document.getElementById('model-notation').textContent.includes('conv')"
-        )
+        # Selector waits, not wait_for_function: the page's CSP forbids the eval polling uses.
+        page.wait_for_selector("#status:has-text('Give the model')")
+        assert "conv" in page.locator("#model-notation").inner_text()
         assert page.locator("#draw-box").is_visible()  # a one-channel model gets the canvas
 
         # Upload a real test digit: the best bar and the status name its class.
         page.set_input_files("#file", str(upload))
         page.wait_for_selector(f"#bars li.best[data-label='{label}']")
         assert page.locator("#bars li.best .label").inner_text() == str(label)
+        # conv2 shows its 8 most active maps of 16; "show all" brings map 3 whatever its rank.
+        page.click(".show-all[data-layer='conv2']")
         page.wait_for_selector(".map[data-layer='conv2'][data-channel='3']")
-        assert page.locator(".layer-col").count() == 2 + len(load(run).model.plan.layers)
-        page.wait_for_function(
-            "document.getElementById('cam-heat').src.startsWith('data:image/png')"
-        )
+        assert page.locator(".map[data-layer='conv2']").count() == 16
+        assert page.locator(".layer-col").count() == 1 + len(load(run).model.plan.layers)
+        page.wait_for_selector("#cam-heat[src^='data:image/png']", state="attached")
 
         # Open conv2's map 3 and click output pixel (y=4, x=5) of the 10x10 map.
         page.click(".map[data-layer='conv2'][data-channel='3']")
@@ -103,10 +104,15 @@ def test_explorer_page(browser, tmp_path):
             assert shown.inner_text() == f"{step[key]:.4f}", element
             assert float(shown.get_attribute("data-value")) == step[key]
         assert abs(step["result"] - step["activation"]) < 1e-5
+        # It opens on the input channel whose products add up to most, not on channel 0.
+        sums = step["channel_sums"]
+        best = max(range(len(sums)), key=lambda index: abs(sums[index]))
+        assert page.locator("#conv-best").get_attribute("data-channel") == str(best)
+        assert page.locator(".tab.active").get_attribute("data-channel") == str(best)
         cells = page.locator("table.products td")
         assert cells.count() == 25
-        assert cells.nth(7).inner_text() == f"{step['products'][0][1][2]:.2f}"
-        page.click(".tab >> text='4'")  # input channel 4 of the 6
+        assert cells.nth(7).inner_text() == f"{step['products'][best][1][2]:.2f}"
+        page.click(".tab[data-channel='4']")  # input channel 4 of the 6
         assert (
             page.locator("table.weights td").first.inner_text() == f"{step['weights'][4][0][0]:.2f}"
         )
@@ -123,9 +129,21 @@ def test_explorer_page(browser, tmp_path):
         page.fill("#pg-s", "2")
         assert warning.is_visible()
         assert "not a whole number" in warning.inner_text() and "5/2" in warning.inner_text()
+        # From the top: the score column is sticky, and a full-page shot draws it where it sits.
+        page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=str(ARTIFACTS / "explorer_laptop.png"), full_page=True)
         page.click("#pg-same")
         assert warning.is_hidden() and page.locator("#pg-out").inner_text() == "8"
+        # A filter larger than the input: no output, said in words.
+        for name, value in [("n", "5"), ("f", "7"), ("p", "0"), ("s", "1")]:
+            page.fill(f"#pg-{name}", value)
+        assert page.locator("#pg-out").inner_text() == "no output"
+        assert "the 7×7 filter is larger than the 5×5 input (with padding 0)" in (
+            warning.inner_text()
+        )
+        assert "none" not in page.locator("#pg-formula").inner_text()
+        page.fill("#pg-n", "8")
+        page.fill("#pg-f", "3")
         page.fill("#pg-s", "2")  # back to the flagged state for the phone screenshot's twin
 
         # Draw on the canvas: the bars update while drawing.
@@ -141,9 +159,7 @@ def test_explorer_page(browser, tmp_path):
         phone = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)
         phone_watch = PageWatch(phone)
         phone.goto(url)
-        phone.wait_for_function(
-            "document.getElementById('model-notation').textContent.includes('conv')"
-        )
+        phone.wait_for_selector("#status:has-text('Give the model')")
         phone.set_input_files("#file", str(upload))
         phone.wait_for_selector(f"#bars li.best[data-label='{label}']")
         phone.click(".map[data-layer='conv1'][data-channel='0']")
@@ -157,6 +173,9 @@ def test_explorer_page(browser, tmp_path):
         # Nothing may overflow the phone's width except the scrolling layer strip.
         overflow = phone.evaluate("document.documentElement.scrollWidth")
         assert overflow <= 390, overflow
+        # From the top, where the scores card is in view and the best-class pill is not shown.
+        phone.evaluate("window.scrollTo(0, 0)")
+        phone.locator("#score-pill").wait_for(state="hidden")
         phone.screenshot(path=str(ARTIFACTS / "explorer_phone.png"), full_page=True)
         assert phone_watch.problems == []
 

@@ -1,45 +1,24 @@
-// The explorer page: input, prediction bars, the layer overview, map detail and Grad-CAM.
-// Plain ES modules, no build step: the server sends these files as they are.
+// The explorer page: input, class scores, the layer strip, map detail and Grad-CAM.
+// Plain ES modules, no build step and nothing from the network: the server sends these files.
+// Every result has one of three states: empty (no image yet), loading, or error; an error
+// clears the last result, so an old image and its prediction never sit beside a new error.
 
 import { api, postImage } from "./api.js";
-import { clearConvStep, diverging, showConvStep } from "./conv.js";
+import { clearConvStep, showConvStep } from "./conv.js";
+import { $, el, loadImage, pngSrc } from "./dom.js";
+import { formatValue, inferno, paint, scaleBar } from "./maps.js";
+import { markSelected, prepareLayers, renderOverview, setupStrip } from "./overview.js";
 import { startPlayground } from "./playground.js";
+import { TOP, showScores, showScoresMessage, watchScores } from "./scores.js";
 
-const $ = (id) => document.getElementById(id);
-const state = { model: null, image: null, layers: [], inputPng: null, predicted: 0, selected: null };
-
+const state = { model: null, image: null, layers: [], inputPng: null, selected: null, request: 0 };
 const fmt = new Intl.NumberFormat("en", { maximumFractionDigits: 0 });
-const shapeText = (shape) => shape.join("×");
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (key === "class") node.className = value;
-    else if (key === "dataset") Object.assign(node.dataset, value);
-    // CSSOM, not a style attribute: the page's CSP forbids inline style attributes.
-    else if (key === "style") Object.assign(node.style, value);
-    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-    else node.setAttribute(key, value);
-  }
-  node.append(...children.filter((child) => child !== null && child !== undefined));
-  return node;
-}
+const EMPTY_STRIP = "The feature maps of every layer appear here.";
 
 function setStatus(text, isError = false) {
   const status = $("status");
   status.textContent = text;
   status.classList.toggle("error", isError);
-}
-
-const pngSrc = (base64) => `data:image/png;base64,${base64}`;
-
-function loadImage(src) {
-  return new Promise((resolve, reject) => {
-    const img = new Image();
-    img.onload = () => resolve(img);
-    img.onerror = reject;
-    img.src = src;
-  });
 }
 
 // ------------------------------------------------------------------ the model
@@ -55,32 +34,67 @@ async function loadModel() {
   $("seen-caption").textContent = `what the model sees: ${h}×${w}×${c}`;
   if (c === 1) setupDrawing();
   const select = $("cam-class");
-  select.replaceChildren(...model.classes.map((name, index) => el("option", { value: index }, name === String(index) ? name : `${index}: ${name}`)));
+  select.replaceChildren(
+    ...model.classes.map((name, index) => el("option", { value: index }, name === String(index) ? name : `${index}: ${name}`)),
+  );
+  setStatus("Give the model an image.");
 }
 
-// ------------------------------------------------------------------ input
+// ------------------------------------------------------------------ result states
+
+function setBusy(busy) {
+  for (const id of ["predict-card", "overview-card"]) {
+    $(id).classList.toggle("busy", busy);
+    $(id).setAttribute("aria-busy", String(busy));
+  }
+}
+
+// Empty and error look alike: nothing of an earlier result stays on the page.
+function clearResult(message, isError) {
+  Object.assign(state, { image: null, layers: [], inputPng: null, selected: null });
+  const seen = $("seen");
+  seen.getContext("2d").clearRect(0, 0, seen.width, seen.height);
+  seen.dataset.empty = "true";
+  showScoresMessage(message, isError);
+  $("overview").replaceChildren(el("p", { class: isError ? "empty error" : "empty" }, isError ? `No result: ${message}` : EMPTY_STRIP));
+  $("strip-nav").hidden = true;
+  $("detail").hidden = true;
+  for (const id of ["cam-input", "cam-heat", "cam-saliency"]) $(id).removeAttribute("src");
+  $("cam-scales").replaceChildren();
+  $("cam-class").disabled = true;
+  $("cam-class").selectedIndex = -1;
+  $("cam-note").textContent = "";
+  setStatus(message, isError);
+}
 
 async function analyse(blob) {
+  const request = ++state.request;
   setStatus("Running the network…");
+  if (!state.image) {
+    // Nothing to dim yet: say what is happening where the result will appear.
+    showScoresMessage("Running the network…");
+    $("overview").replaceChildren(el("p", { class: "empty" }, "Running the network…"));
+  }
+  setBusy(true);
   try {
-    const [prediction, activations] = await Promise.all([
-      postImage("/api/predict?k=5", blob),
-      postImage("/api/activations?format=png&k=5", blob),
-    ]);
-    showBars(prediction.top);
-    state.image = activations.image;
-    state.layers = activations.layers;
-    state.inputPng = activations.input_png;
-    state.predicted = prediction.top[0].index;
-    await drawSeen(activations.input_png);
-    renderOverview(activations);
+    const classes = state.model ? state.model.classes.length : TOP;
+    const result = await postImage(`/api/activations?format=array&k=${Math.min(1000, Math.max(TOP, classes))}`, blob);
+    if (request !== state.request) return; // a newer image was given meanwhile
+    Object.assign(state, { image: result.image, inputPng: result.input_png, layers: prepareLayers(result.layers) });
+    showScores(result.top, classes);
+    await drawSeen(result.input_png);
+    const selected = state.layers.some((layer) => layer.name === state.selected?.layer) ? state.selected : null;
+    renderOverview(result, state.layers, state.model.input_shape, selectMap, selected);
     $("cam-class").disabled = false;
-    $("cam-class").value = String(state.predicted);
+    $("cam-class").value = String(result.top[0].index);
+    const best = result.top[0];
+    setStatus(`Predicted ${best.label} (${(100 * best.probability).toFixed(1)}%).`);
+    if (selected) selectMap(selected.layer, selected.channel, false);
     await updateGradcam();
-    if (state.selected) selectMap(state.selected.layer, state.selected.channel);
-    setStatus(`Predicted ${prediction.top[0].label} (${(100 * prediction.top[0].probability).toFixed(1)}%).`);
   } catch (error) {
-    setStatus(error.message, true);
+    if (request === state.request) clearResult(error.message, true);
+  } finally {
+    if (request === state.request) setBusy(false);
   }
 }
 
@@ -94,13 +108,17 @@ async function drawSeen(base64) {
   const w = img.width * scale;
   const h = img.height * scale;
   ctx.drawImage(img, (canvas.width - w) / 2, (canvas.height - h) / 2, w, h);
+  canvas.dataset.empty = "false";
 }
+
+// ------------------------------------------------------------------ input
 
 function setupInput() {
   const drop = $("drop");
   $("file").addEventListener("change", (event) => {
     const [file] = event.target.files;
     if (file) analyse(file);
+    event.target.value = ""; // the same file chosen again is a new analysis
   });
   drop.addEventListener("dragover", (event) => {
     event.preventDefault();
@@ -147,7 +165,7 @@ function setupDrawing() {
     if (pending) return;
     pending = true;
     try {
-      showBars((await postImage("/api/predict?k=5", await blob())).top);
+      showScores((await postImage(`/api/predict?k=${TOP}`, await blob())).top, state.model.classes.length);
     } catch (error) {
       setStatus(error.message, true);
     } finally {
@@ -179,167 +197,56 @@ function setupDrawing() {
   $("clear").addEventListener("click", clear);
 }
 
-// ------------------------------------------------------------------ prediction bars
-
-function showBars(top) {
-  $("bars").replaceChildren(
-    ...top.map((entry, rank) =>
-      el(
-        "li",
-        { class: rank === 0 ? "best" : "", dataset: { label: entry.label } },
-        el("span", { class: "label" }, entry.label),
-        el("span", { class: "track" }, el("span", { class: "fill", style: { width: `${(100 * entry.probability).toFixed(1)}%` } })),
-        el("span", { class: "prob" }, `${(100 * entry.probability).toFixed(1)}%`),
-      ),
-    ),
-  );
-}
-
-// ------------------------------------------------------------------ overview
-
-function tileSize(count) {
-  if (count <= 8) return 48;
-  if (count <= 16) return 32;
-  return 24;
-}
-
-function layerHeader(title, detail, extra) {
-  return el("header", {}, el("strong", {}, title), el("span", { class: "text" }, detail), el("span", { class: "meta" }, extra));
-}
-
-function renderOverview(result) {
-  const columns = [];
-  const [h, w, c] = state.model.input_shape;
-  columns.push(
-    el(
-      "div",
-      { class: "layer-col input-col" },
-      layerHeader("input", "image", `${h}×${w}×${c}`),
-      el("div", { class: "maps" }, el("img", { class: "map", src: pngSrc(result.input_png), alt: "input", style: { width: "64px", height: "64px" } })),
-    ),
-  );
-  for (const layer of result.layers) {
-    // Flat layers get a narrow column: their maps are one strip, the text goes in the tooltip.
-    const shape = layer.flat ? `${layer.shape[2]}` : shapeText(layer.shape);
-    const meta = `${shape}${layer.params ? ` · ${fmt.format(layer.params)} p` : ""}`;
-    const column = el(
-      "div",
-      { class: `layer-col kind-${layer.kind}${layer.flat ? " flat-col" : ""}`, title: layer.flat ? layer.text : "", dataset: { layer: layer.name } },
-      layerHeader(layer.name, layer.flat ? "" : layer.text, meta),
-    );
-    if (layer.flat) {
-      column.append(flatStrip(layer));
-    } else {
-      const size = tileSize(layer.channels.length);
-      const perColumn = layer.channels.length > 8 ? 2 : 1;
-      const maps = el("div", { class: "maps", style: { gridTemplateColumns: `repeat(${perColumn}, ${size}px)` } });
-      for (const channel of layer.channels) {
-        maps.append(
-          el("img", {
-            class: "map",
-            src: pngSrc(channel.png),
-            alt: `${layer.name} channel ${channel.index}`,
-            title: `${layer.name} channel ${channel.index}: min ${channel.min.toFixed(3)}, max ${channel.max.toFixed(3)}`,
-            style: { width: `${size}px`, height: `${size}px` },
-            tabindex: "0",
-            dataset: { layer: layer.name, channel: channel.index },
-            onclick: () => selectMap(layer.name, channel.index),
-            onkeydown: (event) => event.key === "Enter" && selectMap(layer.name, channel.index),
-          }),
-        );
-      }
-      column.append(maps);
-      if (layer.channels_total > layer.channels.length)
-        column.append(el("p", { class: "hint" }, `first ${layer.channels.length} of ${layer.channels_total}`));
-    }
-    columns.push(column);
-  }
-  columns.push(scoresColumn(result.layers.at(-1)));
-  $("overview").replaceChildren(...columns);
-}
-
-function flatStrip(layer) {
-  // A flat layer as a column of cells, blue (negative) to red (positive).
-  const values = layer.values;
-  const rows = Math.min(values.length, 48);
-  const cols = Math.ceil(values.length / rows);
-  const cell = values.length > 200 ? 3 : 6;
-  const canvas = el("canvas", { class: "strip", width: cols * cell, height: rows * cell });
-  const ctx = canvas.getContext("2d");
-  const limit = Math.max(1e-9, ...values.map(Math.abs));
-  values.forEach((value, index) => {
-    ctx.fillStyle = diverging(value / limit);
-    ctx.fillRect(Math.floor(index / rows) * cell, (index % rows) * cell, cell, cell);
-  });
-  return el("div", { class: "maps flat" }, canvas);
-}
-
-function scoresColumn(last) {
-  const logits = last.values;
-  const peak = Math.max(...logits);
-  const exps = logits.map((v) => Math.exp(v - peak));
-  const total = exps.reduce((a, b) => a + b, 0);
-  const probs = last.kind === "softmax" ? logits : exps.map((v) => v / total);
-  const best = probs.indexOf(Math.max(...probs));
-  const list = el("ol", { class: "scores" });
-  probs.forEach((p, index) => {
-    list.append(
-      el(
-        "li",
-        { class: index === best ? "best" : "" },
-        el("span", { class: "label" }, state.model.classes[index]),
-        el("span", { class: "track" }, el("span", { class: "fill", style: { width: `${(100 * p).toFixed(1)}%` } })),
-      ),
-    );
-  });
-  return el("div", { class: "layer-col scores-col" }, layerHeader("scores", "softmax", `${probs.length} classes`), list);
-}
-
 // ------------------------------------------------------------------ detail and conv step
 
-async function selectMap(layerName, channelIndex) {
+function selectMap(layerName, channelIndex, scroll = true) {
   const layer = state.layers.find((entry) => entry.name === layerName);
-  if (!layer) return;
-  const channel = layer.channels[channelIndex];
+  const channel = layer?.channels.find((entry) => entry.index === channelIndex);
+  if (!channel) return;
   state.selected = { layer: layerName, channel: channelIndex };
-  document.querySelectorAll(".map.selected").forEach((node) => node.classList.remove("selected"));
-  document.querySelector(`.map[data-layer="${layerName}"][data-channel="${channelIndex}"]`)?.classList.add("selected");
+  markSelected(state.selected);
   const section = $("detail");
   section.hidden = false;
   $("detail-title").textContent = `${layerName} · channel ${channelIndex} · ${layer.text}`;
   const isConv = layer.kind === "conv";
+  const [height, width] = layer.size;
   $("zoom-note").textContent =
-    `${layer.size.join("×")}${layer.downsampled ? " (downsampled)" : ""} · min ${channel.min.toFixed(3)} · max ${channel.max.toFixed(3)}` +
+    `${layer.shape[0]}×${layer.shape[1]}${layer.downsampled ? ` (shown at ${height}×${width})` : ""} · ` +
+    `min ${channel.min.toFixed(3)} · max ${channel.max.toFixed(3)}` +
     (isConv ? " · click a pixel to see its convolution" : "");
-  const img = await loadImage(pngSrc(channel.png));
+  const source = paint(channel.values, height, width, layer.range);
   const canvas = $("zoom");
-  drawZoom(canvas, img, null);
+  drawZoom(canvas, source, null);
+  $("zoom-scale").replaceChildren(scaleBar(layer.range, `${layerName}, all channels`));
   canvas.onclick = isConv
     ? (event) => {
+        // The map may be shown downsampled: pick the output pixel of the layer's real size.
         const box = canvas.getBoundingClientRect();
-        const x = Math.floor(((event.clientX - box.left) / box.width) * img.width);
-        const y = Math.floor(((event.clientY - box.top) / box.height) * img.height);
-        pickPixel(layer, channelIndex, img, y, x);
+        const x = Math.floor(((event.clientX - box.left) / box.width) * layer.shape[1]);
+        const y = Math.floor(((event.clientY - box.top) / box.height) * layer.shape[0]);
+        const shown = { x: Math.floor((x * width) / layer.shape[1]), y: Math.floor((y * height) / layer.shape[0]) };
+        drawZoom(canvas, source, shown);
+        pickPixel(layer, channelIndex, y, x);
       }
     : null;
   canvas.classList.toggle("clickable", isConv);
-  await drawReceptive(null);
+  drawReceptive(null);
   clearConvStep(isConv ? "Click a pixel of the enlarged map." : "Convolution steps are shown for conv layers; pick a conv map.");
-  section.scrollIntoView({ behavior: "smooth", block: "nearest" });
+  if (scroll) section.scrollIntoView({ behavior: "smooth", block: "nearest" });
 }
 
-function drawZoom(canvas, img, pick) {
+function drawZoom(canvas, source, pick) {
   const ctx = canvas.getContext("2d");
   ctx.imageSmoothingEnabled = false;
   ctx.clearRect(0, 0, canvas.width, canvas.height);
-  ctx.drawImage(img, 0, 0, canvas.width, canvas.height);
-  const cw = canvas.width / img.width;
-  const ch = canvas.height / img.height;
-  if (img.width <= 32) {
+  ctx.drawImage(source, 0, 0, canvas.width, canvas.height);
+  const cw = canvas.width / source.width;
+  const ch = canvas.height / source.height;
+  if (source.width <= 32) {
     ctx.strokeStyle = "rgba(255,255,255,0.18)";
     ctx.lineWidth = 1;
-    for (let i = 1; i < img.width; i++) line(ctx, i * cw, 0, i * cw, canvas.height);
-    for (let j = 1; j < img.height; j++) line(ctx, 0, j * ch, canvas.width, j * ch);
+    for (let i = 1; i < source.width; i++) line(ctx, i * cw, 0, i * cw, canvas.height);
+    for (let j = 1; j < source.height; j++) line(ctx, 0, j * ch, canvas.width, j * ch);
   }
   if (pick) {
     ctx.strokeStyle = "#22d3ee";
@@ -386,14 +293,13 @@ async function drawReceptive(box) {
   $("rf-note").textContent = `receptive field: ${box.height}×${box.width} px from (${box.top}, ${box.left})`;
 }
 
-async function pickPixel(layer, channel, img, y, x) {
-  drawZoom($("zoom"), img, { y, x });
+async function pickPixel(layer, channel, y, x) {
   try {
     const step = await api(`/api/conv-step?image=${encodeURIComponent(state.image)}&layer=${layer.name}&channel=${channel}&y=${y}&x=${x}`);
     await drawReceptive(step.receptive_field);
     showConvStep(step);
   } catch (error) {
-    clearConvStep(error.message);
+    clearConvStep(error.message, true);
   }
 }
 
@@ -401,13 +307,21 @@ async function pickPixel(layer, channel, img, y, x) {
 
 async function updateGradcam() {
   if (!state.image) return;
+  const image = state.image;
   const target = $("cam-class").value;
   try {
-    const cam = await api(`/api/gradcam?image=${encodeURIComponent(state.image)}&class=${target}`, { method: "POST" });
+    const cam = await api(`/api/gradcam?image=${encodeURIComponent(image)}&class=${target}`, { method: "POST" });
+    if (image !== state.image) return;
     $("cam-input").src = pngSrc(cam.input_png);
     $("cam-heat").src = pngSrc(cam.heatmap_png);
     $("cam-saliency").src = pngSrc(cam.saliency_png);
-    $("cam-note").textContent = `layer ${cam.layer} · p(${cam.label}) = ${(100 * cam.probability).toFixed(1)}%`;
+    // The server draws both over [0, their max] with inferno; the scales say what max was.
+    const peak = Math.max(0, ...cam.cam_cells.flat());
+    $("cam-scales").replaceChildren(
+      scaleBar(inferno(peak || 1), `Grad-CAM of ${cam.layer}: 0 to its max${peak ? "" : " (all 0)"}`),
+      scaleBar(inferno(1), "saliency, relative to its max"),
+    );
+    $("cam-note").textContent = `layer ${cam.layer} · p(${cam.label}) = ${(100 * cam.probability).toFixed(1)}% · max ${formatValue(peak)}`;
   } catch (error) {
     $("cam-note").textContent = error.message;
   }
@@ -424,5 +338,7 @@ function setupGradcam() {
 
 setupInput();
 setupGradcam();
+setupStrip();
+watchScores();
 startPlayground();
-loadModel().catch((error) => setStatus(error.message, true));
+loadModel().catch((error) => clearResult(`The model could not be loaded: ${error.message}`, true));

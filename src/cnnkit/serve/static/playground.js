@@ -36,11 +36,13 @@ function update() {
   const padded = n + 2 * p;
   const out = outputSize(v);
   const span = padded - f;
+  const result = span < 0 ? "no output" : String(out);
   $("pg-formula").innerHTML =
-    `out = ⌊(n + 2p − f) / s⌋ + 1 = ⌊(${n} + 2·${p} − ${f}) / ${s}⌋ + 1 = <b id="pg-out">${span < 0 ? "none" : out}</b>`;
+    `out = ⌊(n + 2p − f) / s⌋ + 1 = ⌊(${n} + 2·${p} − ${f}) / ${s}⌋ + 1 = <b id="pg-out">${result}</b>`;
   const warning = $("pg-warning");
   if (span < 0) {
-    warning.textContent = `Does not fit: the ${f}×${f} filter is larger than the input padded to ${padded}×${padded}, so there is no output. Use a smaller f or more padding.`;
+    const input = p === 0 ? `${n}×${n} input (with padding 0)` : `${n}×${n} input padded to ${padded}×${padded} (padding ${p})`;
+    warning.textContent = `No output: the ${f}×${f} filter is larger than the ${input}; use a smaller filter or add padding.`;
   } else if (span % s !== 0) {
     const left = span % s;
     warning.textContent =
@@ -51,7 +53,9 @@ function update() {
   }
   warning.hidden = span >= 0 && span % s === 0;
   const same = s === 1 && 2 * p === f - 1;
-  $("pg-note").textContent = same
+  $("pg-note").textContent = span < 0
+    ? ""
+    : same
     ? `same: with s = 1 and p = (f − 1)/2 the output keeps the input's size, ${n}×${n}.`
     : p === 0
       ? `valid (p = 0): the filter stays inside the input, so the output is smaller than ${n}×${n}.`
