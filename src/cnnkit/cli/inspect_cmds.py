@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 VIEWS = ("filters", "features", "gradcam", "patches", "invariance")
-SPLIT_PREFERENCE = ("test", "val", "train")  # the images a model is least likely to have seen
 
 
 def register(subparsers: Any) -> None:
@@ -116,34 +115,11 @@ def _positive(value: int, option: str) -> int:
 
 def load_split(classifier: Any, source: str | None, data_dir: str | None) -> tuple[str, Any, Any]:
     """(description, images fitted to the model, labels as the run's class indices)."""
-    from pathlib import Path
+    from cnnkit.data.shaped import open_for_run
 
-    import numpy as np
-
-    from cnnkit.cli.use_cmds import align_labels
-    from cnnkit.data import fit_images, open_source
-    from cnnkit.errors import DataError
-
-    source = source or classifier.manifest.get("train_config", {}).get("data") or "mnist-mini"
-    height, width, channels = classifier.input_shape
-    folder = Path(source).expanduser().is_dir()
-    # A folder is decoded straight to the model's input, with the run's resize policy, as
-    # training decoded it; other sources come at their own size and are checked below.
-    fitted = {"size": (height, width), "channels": channels, "resize": classifier.resize}
-    dataset = open_source(source, data_dir=data_dir, progress=False, **(fitted if folder else {}))
-    name = next(s for s in SPLIT_PREFERENCE if s in dataset.splits)
-    split = dataset.splits[name]
-    h, w, c = split.images.shape[1:]
-    explicit = folder or classifier.manifest.get("train_config", {}).get("resize") is not None
-    if c not in (1, 3) or (h * width != w * height and not explicit):
-        raise DataError(
-            f"--data {source}: its images are {h}x{w}x{c} but the model takes {height}x{width}x{channels}; "
-            f"{'another aspect ratio, and the run was trained without --resize' if c in (1, 3) else 'cnnkit converts only 1 and 3 channels'}; "
-            f"give data shaped like the training data"
-        )
-    labels = align_labels(dataset.class_names, classifier.class_names, split.labels, source)
-    images = fit_images(split.images, classifier.input_shape, classifier.resize)
-    return f"{source} ({name} split)", images, np.asarray(labels)
+    data = open_for_run(classifier.manifest, source, data_dir=data_dir)
+    name, split, _ = data.choose_split()
+    return f"{data.source} ({name} split)", split.images, split.labels
 
 
 def _save(out: Path, name: str, image: Any, numbers: dict[str, Any]) -> str:
