@@ -137,7 +137,8 @@ def _build(setup: Setup, config: TrainConfig, device: torch.device) -> tuple[Par
     optimizer = _optimizer(config, model)
     forward = torch.compile(model) if config.compile else model
     precision = _precision(config, device)
-    parts = Parts(model, forward, optimizer, train_loader, val_loader, device, precision)
+    autocast = _autocast(device, precision)
+    parts = Parts(model, forward, optimizer, train_loader, val_loader, device, precision, autocast)
     return parts, data_s
 
 
@@ -253,6 +254,12 @@ def build_model(spec: Spec, seed: int, device: torch.device, channels_last: bool
 
     model = build(spec, seed=seed).to(device)
     return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def _autocast(device: torch.device, precision: str) -> Any:
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 @contextlib.contextmanager

@@ -7,7 +7,6 @@ resume loads whole, so nothing about the run's position lives anywhere else.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import threading
@@ -15,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +24,9 @@ from cnnkit import runs
 from cnnkit.errors import CheckpointError, ConfigError
 from cnnkit.plan import Plan, plan
 from cnnkit.train_config import TrainConfig, learning_rate
+
+if TYPE_CHECKING:  # cnnkit.train imports this module
+    from cnnkit.train import Setup
 
 CHECKPOINT_SECONDS = 10.0  # without checkpoint_every, state is saved after ~this much training
 REPORT_SECONDS = 0.1  # the progress hook is called at most this often (and at each epoch's end)
@@ -155,6 +157,7 @@ class Parts:
     val_loader: Any  # cnnkit.data.DeviceLoader | None
     device: torch.device
     precision: str  # fp32 | bf16
+    autocast: Any  # bf16 autocast, or a context that does nothing
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -168,7 +171,7 @@ class Trainer:
         config: TrainConfig,
         hooks: Hooks,
         run_dir: Path,
-        setup: Any,  # cnnkit.train.Setup: spec, notes, classes, splits, mean/std
+        setup: Setup,  # spec, notes, classes, splits, mean/std
         parts: Parts,
         interrupted: threading.Event,
         timing: dict[str, float],  # seconds spent before the loop: "data_s", then "setup_s"
@@ -188,7 +191,6 @@ class Trainer:
         self.start_step, self.start_elapsed = 0, 0.0  # where this call began (for images/s)
         self.clock = self.last_save = time.perf_counter()  # elapsed_s counts from `clock`
         self.last_report = 0.0
-        self.autocast: Any = _autocast(parts.device, parts.precision)
         self.manifest_base = runs.make_manifest(
             setup.spec,
             setup.class_names,
@@ -200,8 +202,7 @@ class Trainer:
 
     def restore(self) -> None:
         """Continue from the run's checkpoint: weights, optimizer, RNG and the TrainState."""
-        model, optimizer = self.parts.model, self.parts.optimizer
-        saved = runs.load_state(self.run_dir, optimizer, model=model)
+        saved = runs.load_state(self.run_dir, self.parts.optimizer, model=self.parts.model)
         runs.restore_rng(saved["tensors"])
         self.state = TrainState.from_dict(saved)
         if self.state.step >= self.total or self.state.finished:
@@ -230,10 +231,9 @@ class Trainer:
                     break
             epoch, start_batch = epoch + 1, 0
         summary = {**self._figures(), "total_steps": self.total, "run": str(self.run_dir)}
-        manifest = runs.read_manifest(self.run_dir)
-        model = self.parts.model
+        manifest, metrics = runs.read_manifest(self.run_dir), list(self.metrics)
         return FitResult(
-            self.run_dir, model, manifest, list(self.metrics), summary, self.setup.notes
+            self.run_dir, self.parts.model, manifest, metrics, summary, self.setup.notes
         )
 
     # -------------------------------------------------------------------- step
@@ -244,7 +244,7 @@ class Trainer:
         lr = learning_rate(config, self.state.step, self.total)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        with self.autocast:
+        with self.parts.autocast:
             logits = self.parts.forward(x)  # (B, classes)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
@@ -317,9 +317,8 @@ class Trainer:
 
     def _evaluate(self, epoch: float, lr: float) -> dict[str, Any]:
         """Validate, log the record (metrics.jsonl, hook) and keep the best accuracy."""
-        state = self.state
+        state, sums = self.state, self.state.sums
         val_loss, val_acc = self._validate()
-        sums = state.sums
         record = {
             "epoch": round(epoch, 4),
             "step": state.step,
@@ -350,7 +349,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.long, device=device)
         for x, y in loader.epoch(0):
-            with self.autocast:
+            with self.parts.autocast:
                 logits = self.parts.forward(x).float()  # (B, classes)
             loss_sum += F.cross_entropy(logits, y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()
@@ -446,9 +445,3 @@ class Trainer:
             "stopped": state.stopped,
             **self.timing,
         }
-
-
-def _autocast(device: torch.device, precision: str) -> Any:
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()

@@ -66,7 +66,10 @@ def register(subparsers: Any) -> None:
         help="folder for the PNG and JSON files (default inspect/)",
     )
     inspect.set_defaults(handler=run_inspect)
+    _register_report(subparsers)
 
+
+def _register_report(subparsers: Any) -> None:
     report = subparsers.add_parser(
         "report",
         help="one self-contained HTML page: plan, curves, evaluation, filters, features, Grad-CAM",
@@ -134,8 +137,7 @@ def _save(out: Path, name: str, image: Any, numbers: dict[str, Any]) -> str:
 def run_inspect(args: argparse.Namespace) -> int:
     from cnnkit.inspect import figures
     from cnnkit.inspect.gradcam import check_class, choose_layer, gradcam
-    from cnnkit.inspect.invariance import dataset_invariance, image_invariance
-    from cnnkit.inspect.patches import top_patches
+    from cnnkit.inspect.invariance import image_invariance
     from cnnkit.inspect.views import feature_maps, filters, normaliser
     from cnnkit.predict import load
 
@@ -181,20 +183,38 @@ def run_inspect(args: argparse.Namespace) -> int:
         written.append(
             _save(out, "invariance", figures.invariance_figure(grid, names), grid.to_dict())
         )
-        if args.data:
-            source, images, labels = data
-            count = min(len(images), args.images, 1000)  # (4K + 1) passes over them
-            shifted = dataset_invariance(
-                model, images[:count], labels[:count], normalise, args.shift
+    written += _data_views(out, chosen, args, model, normalise, data)
+    probs = classifier.predict(image, top_k=1)[0]["top"][0]
+    print(
+        f"image: {args.image or f'{data[0]} #0'}; predicted {probs['class']} (p = {probs['prob']:.3f})"
+    )
+    for path in written:
+        print(f"wrote {path} (+ .json)")
+    print(f"{len(written)} view(s) in {time.perf_counter() - start:.2f} s")
+    return 0
+
+
+def _data_views(
+    out: Path, chosen: list[str], args: argparse.Namespace, model: Any, normalise: Any, data: Any
+) -> list[str]:
+    """The views drawn over many images of `data`: shift accuracy (with --data) and top patches."""
+    from cnnkit.inspect import figures
+    from cnnkit.inspect.invariance import dataset_invariance
+    from cnnkit.inspect.patches import top_patches
+
+    written = []
+    if "invariance" in chosen and args.data:
+        source, images, labels = data
+        count = min(len(images), args.images, 1000)  # (4K + 1) passes over them
+        shifted = dataset_invariance(model, images[:count], labels[:count], normalise, args.shift)
+        written.append(
+            _save(
+                out,
+                "invariance_data",
+                figures.shift_accuracy_figure(shifted),
+                {"data": source, **shifted.to_dict()},
             )
-            written.append(
-                _save(
-                    out,
-                    "invariance_data",
-                    figures.shift_accuracy_figure(shifted),
-                    {"data": source, **shifted.to_dict()},
-                )
-            )
+        )
     if "patches" in chosen:
         source, images, _ = data
         layers = top_patches(model, images[: args.images], normalise)
@@ -204,14 +224,7 @@ def run_inspect(args: argparse.Namespace) -> int:
             "layers": [entry.to_dict() for entry in layers],
         }
         written.append(_save(out, "patches", figures.patches_figure(layers), numbers))
-    probs = classifier.predict(image, top_k=1)[0]["top"][0]
-    print(
-        f"image: {args.image or f'{data[0]} #0'}; predicted {probs['class']} (p = {probs['prob']:.3f})"
-    )
-    for path in written:
-        print(f"wrote {path} (+ .json)")
-    print(f"{len(written)} view(s) in {time.perf_counter() - start:.2f} s")
-    return 0
+    return written
 
 
 # ----------------------------------------------------------------------------- report

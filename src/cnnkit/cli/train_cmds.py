@@ -76,7 +76,10 @@ def register(subparsers) -> None:
     add("--quiet", action="store_true", help="print only the summary")
     add("--json", action="store_true", help="print the metrics records as JSON lines")
     train.set_defaults(handler=run_train)
+    _register_demo(subparsers)
 
+
+def _register_demo(subparsers: Any) -> None:
     demo = subparsers.add_parser(
         "demo",
         help="train the default network on the embedded digits and predict a few",

@@ -88,8 +88,8 @@ def open_for_model(
     are letterboxed). `for_run` words a refusal for a trained run ("give data shaped like the
     training data") rather than for training ("pass --input ...").
     """
-    shape = tuple(int(n) for n in input_shape)
-    height, width, channels = shape
+    height, width, channels = (int(n) for n in input_shape)
+    shape = (height, width, channels)
     notes: list[str] = []
     if Path(source).expanduser().is_dir():
         dataset = open_source(
