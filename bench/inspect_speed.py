@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--report-run", help="a LeNet run for the report timing (default: RUN)")
     args = parser.parse_args()
 
-    from cnnkit.cli.inspect_cmds import load_split
+    from cnnkit.data.shaped import open_for_run
     from cnnkit.inspect import figures
     from cnnkit.inspect.gradcam import gradcam
     from cnnkit.inspect.invariance import image_invariance
@@ -35,7 +35,7 @@ def main() -> None:
 
     classifier = load(args.run)
     model, normalise = classifier.model, normaliser(classifier)
-    _, images, _ = load_split(classifier, "mnist", None)  # the real MNIST test split
+    images = open_for_run(classifier.manifest, "mnist").dataset.splits["test"].images  # real MNIST
     image = images[0]
 
     def single() -> None:

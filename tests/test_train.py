@@ -260,16 +260,6 @@ def test_train_prints_the_plan_then_evaluations_then_the_summary(
     assert f"saved to {tmp_path / 'run'}" in out
 
 
-def test_cli_help_names_the_choices_of_cnnkit_train() -> None:
-    from cnnkit import train
-    from cnnkit.cli import train_cmds
-
-    assert ", ".join(train.OPTIMIZERS) == train_cmds.OPTIMIZERS_HELP
-    assert ", ".join(train.SCHEDULES) == train_cmds.SCHEDULES_HELP
-    assert ", ".join(train.PRECISIONS) == train_cmds.PRECISIONS_HELP
-    assert ", ".join(train.RESIZE_MODES) == train_cmds.RESIZE_HELP
-
-
 @pytest.fixture(scope="module")
 def existing_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return fit(tiny(tmp_path_factory.mktemp("existing"))).run

@@ -24,187 +24,49 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import hashlib
 import json
 import math
 import os
-import struct
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+# The resume state and the crash-safe file helpers have their own modules; their names stay
+# importable from here, where callers have always found them.
+from cnnkit.checkpoint import (
+    STATE_DIR,
+    STATE_FORMAT,
+    STATE_FORMAT_VERSION,
+    STATE_JSON,
+    STATE_TENSORS,
+    capture_rng,
+    load_state,
+    read_state,
+    restore_rng,
+    save_state,
+)
 from cnnkit.errors import CheckpointError, ConfigError
+from cnnkit.runs_io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    commit_pair,
+    dumps,
+    load_safetensors,
+    read_verified,
+    sha256_bytes,
+)
 
 if TYPE_CHECKING:  # torch is imported inside the functions that need it
-    import torch
     from torch import nn
 
 FORMAT = "cnnkit-run"
 FORMAT_VERSION = 1
-STATE_FORMAT = "cnnkit-state"
-STATE_FORMAT_VERSION = 1
 
 MANIFEST = "cnnkit.json"
 WEIGHTS = "model.safetensors"
 METRICS = "metrics.jsonl"
-STATE_DIR = "state"
-STATE_JSON = "state.json"
-STATE_TENSORS = "state.safetensors"
 # Every name a run owns, for --overwrite (which removes only these, never the user's own files).
 _OWNED = (MANIFEST, WEIGHTS, "model.next.safetensors", METRICS, STATE_DIR)
 _REQUIRED = ("spec", "class_names", "input_shape", "preprocessing", "weights")
-# state.json's own keys; everything else in it is the caller's `extra`.
-_STATE_KEYS = ("format", "format_version", "optimizer", "has_model", "state_tensors", "saved")
-_HEADER_LIMIT = 100 * 2**20  # safetensors' own cap on the JSON header
-
-
-# ----------------------------------------------------------------------------- atomic writes
-
-
-def load_safetensors(blob: bytes) -> dict:
-    """Tensors from safetensors bytes (no pickle); imported lazily to keep `import cnnkit` light."""
-    from safetensors.torch import load
-
-    return load(blob)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Replace `path` with `data` so that a crash leaves either the old or the new file, whole."""
-    path = Path(path)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    _fsync_dir(path.parent)  # the rename itself is durable only once the directory is synced
-
-
-def atomic_write_json(path: str | os.PathLike, document: Any) -> None:
-    """`atomic_write_bytes` of `document` as indented JSON; NaN and infinity become null."""
-    atomic_write_bytes(path, (dumps(document, indent=2) + "\n").encode("utf-8"))
-
-
-def dumps(document: Any, indent: int | None = None) -> str:
-    """Strict JSON (browsers reject NaN): non-finite floats -> null, numpy/torch scalars -> numbers."""
-    return json.dumps(_finite(document), indent=indent, allow_nan=False, default=_plain)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
-
-
-def _plain(value: Any) -> Any:
-    """json's fallback: numpy scalars/arrays and 0-d tensors to Python numbers, paths to str."""
-    if hasattr(value, "tolist"):  # numpy scalar or array, torch tensor
-        return _finite(value.tolist())
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable: {value!r}")
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # Windows cannot open directories; its renames are durable enough
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _staging(path: Path) -> Path:
-    """model.safetensors -> model.next.safetensors: where a new file waits for its JSON."""
-    return path.with_name(f"{path.stem}.next{path.suffix}")
-
-
-def _commit_pair(blob_path: Path, blob: bytes, index_path: Path, index: dict[str, Any]) -> None:
-    """Write tensors and the JSON that names their hash so a crash leaves a loadable pair."""
-    staged = _staging(blob_path)
-    atomic_write_bytes(staged, blob)
-    atomic_write_json(index_path, index)  # the commit point
-    os.replace(staged, blob_path)
-    _fsync_dir(blob_path.parent)
-
-
-def _read_verified(path: Path, record: Any, what: str) -> bytes:
-    """The bytes of `path` (or of its staging copy after an interrupted save) matching `record`.
-
-    `record` is the {"file", "sha256", "bytes"} entry of a manifest or state.json. Raises
-    CheckpointError naming the file and saying whether it is missing, truncated, not a
-    safetensors file at all, or modified.
-    """
-    if not (isinstance(record, dict) and isinstance(record.get("sha256"), str)):
-        raise CheckpointError(
-            f"{what} does not record the SHA-256 of {path.name}; the run is damaged or was not "
-            f"written by cnnkit; retrain it"
-        )
-    expected = record["sha256"]
-    staged = _staging(path)
-    if staged.is_file():  # a save stopped between its commit point and the final rename
-        data = staged.read_bytes()
-        if sha256_bytes(data) == expected:
-            return data
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing; the run is incomplete; retrain it") from None
-    except OSError as error:
-        raise CheckpointError(f"{path}: cannot read the file ({error.strerror})") from None
-    if sha256_bytes(data) == expected:
-        return data
-    problem = _safetensors_problem(data, record.get("bytes"))
-    if problem is None:
-        problem = (
-            f"was modified after cnnkit saved it (SHA-256 {sha256_bytes(data)[:12]}..., "
-            f"the manifest records {expected[:12]}...)"
-        )
-    raise CheckpointError(
-        f"{path} {problem}; refusing to load it; restore the original file or retrain"
-    )
-
-
-def _safetensors_problem(data: bytes, expected_size: Any) -> str | None:
-    """Why `data` is not the expected safetensors file, or None when only its content differs."""
-    if len(data) < 8:
-        return f"is truncated or not a safetensors file ({len(data)} bytes)"
-    (header_size,) = struct.unpack("<Q", data[:8])
-    header = None
-    if header_size <= min(_HEADER_LIMIT, len(data) - 8):
-        try:
-            header = json.loads(data[8 : 8 + header_size])
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            header = None
-    if not isinstance(header, dict):
-        return "is not a safetensors weights file (foreign or corrupt data)"
-    ends = [
-        entry["data_offsets"][1]
-        for key, entry in header.items()
-        if key != "__metadata__" and isinstance(entry, dict) and "data_offsets" in entry
-    ]
-    needed = 8 + header_size + max(ends, default=0)
-    if len(data) < needed or (isinstance(expected_size, int) and len(data) < expected_size):
-        full = expected_size if isinstance(expected_size, int) else needed
-        return f"is truncated ({len(data):,} of {full:,} bytes; an interrupted copy?)"
-    return None
 
 
 # ----------------------------------------------------------------------------- the directory
@@ -368,7 +230,7 @@ def save_model(
     }
     _check_manifest(document, run / MANIFEST)
     run.mkdir(parents=True, exist_ok=True)
-    _commit_pair(run / WEIGHTS, blob, run / MANIFEST, document)
+    commit_pair(run / WEIGHTS, blob, run / MANIFEST, document)
     return document
 
 
@@ -476,7 +338,7 @@ def load_model(run: str | os.PathLike, device: Any = "cpu") -> tuple[nn.Module, 
     weights = run / str(manifest["weights"].get("file", WEIGHTS))
     if weights.parent != run or weights.name != WEIGHTS:
         raise CheckpointError(f"{path}: weights file must be {WEIGHTS}, got {weights.name!r}")
-    blob = _read_verified(weights, manifest["weights"], str(path))
+    blob = read_verified(weights, manifest["weights"], str(path))
     try:
         tensors = load_safetensors(blob)  # plain tensors from bytes, never unpickled
     except Exception as error:  # the hash matched, so this is a file cnnkit wrote badly
@@ -493,195 +355,6 @@ def load_model(run: str | os.PathLike, device: Any = "cpu") -> tuple[nn.Module, 
 
 
 # ----------------------------------------------------------------------------- resume state
-
-
-def save_state(
-    run: str | os.PathLike,
-    optimizer: torch.optim.Optimizer | None,
-    extra: dict[str, Any],
-    tensors: dict[str, torch.Tensor],
-    model: nn.Module | None = None,
-) -> None:
-    """Write the resume state: tensors to state/state.safetensors, the rest to state/state.json.
-
-    `extra` is JSON (step, epoch, batch, config, ...); `tensors` are named tensors such as
-    `capture_rng()`'s. With `model`, its state_dict is kept too (under "model."), so resuming
-    continues from exactly these weights even when model.safetensors holds the best ones.
-    Optimizer tensors are flattened to "optimizer.state.<param>.<name>"; its numbers and
-    param_groups go to the JSON.
-    """
-    import safetensors.torch
-
-    run = Path(run)
-    for key in tensors:
-        if key.startswith(("optimizer.", "model.")):
-            raise ValueError(f"tensor name {key!r} uses a reserved prefix (optimizer., model.)")
-    clash = sorted(set(extra) & {*_STATE_KEYS, "tensors"})
-    if clash:  # load_state returns extra as it was, plus "tensors"
-        raise ValueError(f"extra uses reserved key(s) {', '.join(clash)}")
-    flat = {key: value.detach().to("cpu").contiguous().clone() for key, value in tensors.items()}
-    optimizer_doc = None
-    if optimizer is not None:
-        state = optimizer.state_dict()
-        numbers: dict[str, dict[str, Any]] = {}
-        for index, entries in state["state"].items():
-            for name, value in entries.items():
-                if hasattr(value, "detach"):  # a tensor: exp_avg, momentum_buffer, step, ...
-                    flat[f"optimizer.state.{index}.{name}"] = (
-                        value.detach().to("cpu").contiguous().clone()
-                    )
-                else:
-                    numbers.setdefault(str(index), {})[name] = value
-        optimizer_doc = {
-            "class": type(optimizer).__name__,
-            "param_groups": [_group_json(group) for group in state["param_groups"]],
-            "numbers": numbers,
-        }
-    if model is not None:
-        for key, value in model.state_dict().items():
-            flat[f"model.{key}"] = value.detach().to("cpu").contiguous().clone()
-    blob = safetensors.torch.save(flat)
-    document = {
-        "format": STATE_FORMAT,
-        "format_version": STATE_FORMAT_VERSION,
-        **extra,
-        "optimizer": optimizer_doc,
-        "has_model": model is not None,
-        "state_tensors": {"file": STATE_TENSORS, "sha256": sha256_bytes(blob), "bytes": len(blob)},
-        "saved": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    directory = run / STATE_DIR
-    directory.mkdir(exist_ok=True)
-    _commit_pair(directory / STATE_TENSORS, blob, directory / STATE_JSON, document)
-
-
-def _group_json(group: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, value in group.items():
-        if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # a tensor lr
-            value = value.item()
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, (int, float, str, bool, list, type(None))):
-            raise TypeError(f"optimizer param_group entry {key}={value!r} cannot be saved as JSON")
-        out[key] = value
-    return out
-
-
-def read_state(run: str | os.PathLike) -> dict[str, Any]:
-    """The `extra` dict of a run's resume state (step, config, ...), without loading tensors."""
-    document, _ = _state_document(Path(run))
-    return {key: value for key, value in document.items() if key not in _STATE_KEYS}
-
-
-def _state_document(run: Path) -> tuple[dict[str, Any], Path]:
-    path = run / STATE_DIR / STATE_JSON
-    if not path.is_file():
-        raise CheckpointError(
-            f"{run} has no resume state ({STATE_DIR}/{STATE_JSON} is missing); "
-            f"pass --overwrite instead of --resume to train it again from scratch"
-        )
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(
-            f"{path} is damaged ({error}); train again with --overwrite"
-        ) from None
-    if not isinstance(document, dict) or document.get("format") != STATE_FORMAT:
-        raise CheckpointError(f"{path} is not cnnkit resume state; train again with --overwrite")
-    if document.get("format_version") != STATE_FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} has format_version {document.get('format_version')!r}; this cnnkit reads "
-            f"{STATE_FORMAT_VERSION}; resume with the cnnkit that wrote it, or --overwrite"
-        )
-    return document, path
-
-
-def load_state(
-    run: str | os.PathLike,
-    optimizer: torch.optim.Optimizer | None,
-    model: nn.Module | None = None,
-) -> dict[str, Any]:
-    """Restore the optimizer (and `model`, if saved with one); returns the extra dict.
-
-    The returned dict holds what `save_state` got as `extra`, plus "tensors": the named
-    tensors it got (on the CPU).
-    """
-
-    document, path = _state_document(Path(run))
-    blob = _read_verified(path.parent / STATE_TENSORS, document.get("state_tensors"), str(path))
-    flat = load_safetensors(blob)
-    optimizer_doc = document.get("optimizer")
-    if optimizer is not None:
-        if not optimizer_doc:
-            raise CheckpointError(f"{path} holds no optimizer state; train again with --overwrite")
-        _load_optimizer(optimizer, optimizer_doc, flat, path)
-    if model is not None:
-        if not document.get("has_model"):
-            raise CheckpointError(f"{path} holds no model weights; train again with --overwrite")
-        weights = {k[len("model.") :]: v for k, v in flat.items() if k.startswith("model.")}
-        try:
-            model.load_state_dict(weights, strict=True)
-        except RuntimeError as error:
-            raise CheckpointError(
-                f"{path}: the saved weights do not fit this model ({' '.join(str(error).split())[:300]}); "
-                f"resume with the same spec, or --overwrite"
-            ) from None
-    extra = {key: value for key, value in document.items() if key not in _STATE_KEYS}
-    extra["tensors"] = {
-        key: value for key, value in flat.items() if not key.startswith(("optimizer.", "model."))
-    }
-    return extra
-
-
-def _load_optimizer(optimizer: Any, doc: dict[str, Any], flat: dict[str, Any], path: Path) -> None:
-    saved_class, current = doc.get("class"), type(optimizer).__name__
-    groups = doc.get("param_groups") or []
-    sizes = [len(group.get("params", [])) for group in groups]
-    if saved_class != current or sizes != [len(g["params"]) for g in optimizer.param_groups]:
-        raise CheckpointError(
-            f"{path} was saved with {saved_class} over parameter groups of sizes {sizes}, but "
-            f"resuming uses {current} over {[len(g['params']) for g in optimizer.param_groups]}; "
-            f"resume with the same optimizer and spec, or start again with --overwrite"
-        )
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in flat.items():
-        if key.startswith("optimizer.state."):
-            index, name = key[len("optimizer.state.") :].split(".", 1)
-            state.setdefault(int(index), {})[name] = value
-    for index, entries in (doc.get("numbers") or {}).items():
-        state.setdefault(int(index), {}).update(entries)
-    # JSON has no tuples; torch's optimizers keep betas as one.
-    restored = [
-        {k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in group.items()}
-        for group in groups
-    ]
-    optimizer.load_state_dict({"state": state, "param_groups": restored})
-
-
-def capture_rng() -> dict[str, torch.Tensor]:
-    """torch's CPU and CUDA generator states as uint8 tensors, for `save_state`'s tensors."""
-    import torch
-
-    states = {"rng.torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for index, state in enumerate(torch.cuda.get_rng_state_all()):
-            states[f"rng.cuda.{index}"] = state
-    return states
-
-
-def restore_rng(tensors: dict[str, torch.Tensor]) -> None:
-    """Put back generator states taken by `capture_rng` (missing CUDA ones are skipped)."""
-    import torch
-
-    if "rng.torch" in tensors:
-        torch.set_rng_state(tensors["rng.torch"].to(torch.uint8))
-    if torch.cuda.is_available():
-        for index in range(torch.cuda.device_count()):
-            state = tensors.get(f"rng.cuda.{index}")
-            if state is not None:
-                torch.cuda.set_rng_state(state.to(torch.uint8), index)
-
 
 # ----------------------------------------------------------------------------- metrics log
 
@@ -735,3 +408,12 @@ def truncate_metrics(run: str | os.PathLike, step: int) -> None:
         return
     kept = [r for r in read_metrics(run) if not isinstance(r.get("step"), int) or r["step"] <= step]
     atomic_write_bytes(path, "".join(dumps(r) + "\n" for r in kept).encode("utf-8"))
+
+
+__all__ = [  # this module's names, and those it re-exports from checkpoint and runs_io
+    "MANIFEST", "METRICS", "STATE_DIR", "STATE_FORMAT", "STATE_FORMAT_VERSION", "STATE_JSON",
+    "STATE_TENSORS", "WEIGHTS", "append_metrics", "atomic_write_bytes", "atomic_write_json",
+    "capture_rng", "dumps", "is_run", "load_model", "load_state", "make_manifest",
+    "prepare_run_dir", "read_manifest", "read_metrics", "read_state", "restore_rng",
+    "save_model", "save_state", "sha256_bytes", "truncate_metrics",
+]  # fmt: skip

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 VIEWS = ("filters", "features", "gradcam", "patches", "invariance")
-SPLIT_PREFERENCE = ("test", "val", "train")  # the images a model is least likely to have seen
 
 
 def register(subparsers: Any) -> None:
@@ -67,7 +66,10 @@ def register(subparsers: Any) -> None:
         help="folder for the PNG and JSON files (default inspect/)",
     )
     inspect.set_defaults(handler=run_inspect)
+    _register_report(subparsers)
 
+
+def _register_report(subparsers: Any) -> None:
     report = subparsers.add_parser(
         "report",
         help="one self-contained HTML page: plan, curves, evaluation, filters, features, Grad-CAM",
@@ -116,34 +118,11 @@ def _positive(value: int, option: str) -> int:
 
 def load_split(classifier: Any, source: str | None, data_dir: str | None) -> tuple[str, Any, Any]:
     """(description, images fitted to the model, labels as the run's class indices)."""
-    from pathlib import Path
+    from cnnkit.data.shaped import open_for_run
 
-    import numpy as np
-
-    from cnnkit.cli.use_cmds import align_labels
-    from cnnkit.data import fit_images, open_source
-    from cnnkit.errors import DataError
-
-    source = source or classifier.manifest.get("train_config", {}).get("data") or "mnist-mini"
-    height, width, channels = classifier.input_shape
-    folder = Path(source).expanduser().is_dir()
-    # A folder is decoded straight to the model's input, with the run's resize policy, as
-    # training decoded it; other sources come at their own size and are checked below.
-    fitted = {"size": (height, width), "channels": channels, "resize": classifier.resize}
-    dataset = open_source(source, data_dir=data_dir, progress=False, **(fitted if folder else {}))
-    name = next(s for s in SPLIT_PREFERENCE if s in dataset.splits)
-    split = dataset.splits[name]
-    h, w, c = split.images.shape[1:]
-    explicit = folder or classifier.manifest.get("train_config", {}).get("resize") is not None
-    if c not in (1, 3) or (h * width != w * height and not explicit):
-        raise DataError(
-            f"--data {source}: its images are {h}x{w}x{c} but the model takes {height}x{width}x{channels}; "
-            f"{'another aspect ratio, and the run was trained without --resize' if c in (1, 3) else 'cnnkit converts only 1 and 3 channels'}; "
-            f"give data shaped like the training data"
-        )
-    labels = align_labels(dataset.class_names, classifier.class_names, split.labels, source)
-    images = fit_images(split.images, classifier.input_shape, classifier.resize)
-    return f"{source} ({name} split)", images, np.asarray(labels)
+    data = open_for_run(classifier.manifest, source, data_dir=data_dir)
+    name, split, _ = data.choose_split()
+    return f"{data.source} ({name} split)", split.images, split.labels
 
 
 def _save(out: Path, name: str, image: Any, numbers: dict[str, Any]) -> str:
@@ -158,8 +137,7 @@ def _save(out: Path, name: str, image: Any, numbers: dict[str, Any]) -> str:
 def run_inspect(args: argparse.Namespace) -> int:
     from cnnkit.inspect import figures
     from cnnkit.inspect.gradcam import check_class, choose_layer, gradcam
-    from cnnkit.inspect.invariance import dataset_invariance, image_invariance
-    from cnnkit.inspect.patches import top_patches
+    from cnnkit.inspect.invariance import image_invariance
     from cnnkit.inspect.views import feature_maps, filters, normaliser
     from cnnkit.predict import load
 
@@ -205,20 +183,38 @@ def run_inspect(args: argparse.Namespace) -> int:
         written.append(
             _save(out, "invariance", figures.invariance_figure(grid, names), grid.to_dict())
         )
-        if args.data:
-            source, images, labels = data
-            count = min(len(images), args.images, 1000)  # (4K + 1) passes over them
-            shifted = dataset_invariance(
-                model, images[:count], labels[:count], normalise, args.shift
+    written += _data_views(out, chosen, args, model, normalise, data)
+    probs = classifier.predict(image, top_k=1)[0]["top"][0]
+    print(
+        f"image: {args.image or f'{data[0]} #0'}; predicted {probs['class']} (p = {probs['prob']:.3f})"
+    )
+    for path in written:
+        print(f"wrote {path} (+ .json)")
+    print(f"{len(written)} view(s) in {time.perf_counter() - start:.2f} s")
+    return 0
+
+
+def _data_views(
+    out: Path, chosen: list[str], args: argparse.Namespace, model: Any, normalise: Any, data: Any
+) -> list[str]:
+    """The views drawn over many images of `data`: shift accuracy (with --data) and top patches."""
+    from cnnkit.inspect import figures
+    from cnnkit.inspect.invariance import dataset_invariance
+    from cnnkit.inspect.patches import top_patches
+
+    written = []
+    if "invariance" in chosen and args.data:
+        source, images, labels = data
+        count = min(len(images), args.images, 1000)  # (4K + 1) passes over them
+        shifted = dataset_invariance(model, images[:count], labels[:count], normalise, args.shift)
+        written.append(
+            _save(
+                out,
+                "invariance_data",
+                figures.shift_accuracy_figure(shifted),
+                {"data": source, **shifted.to_dict()},
             )
-            written.append(
-                _save(
-                    out,
-                    "invariance_data",
-                    figures.shift_accuracy_figure(shifted),
-                    {"data": source, **shifted.to_dict()},
-                )
-            )
+        )
     if "patches" in chosen:
         source, images, _ = data
         layers = top_patches(model, images[: args.images], normalise)
@@ -228,14 +224,7 @@ def run_inspect(args: argparse.Namespace) -> int:
             "layers": [entry.to_dict() for entry in layers],
         }
         written.append(_save(out, "patches", figures.patches_figure(layers), numbers))
-    probs = classifier.predict(image, top_k=1)[0]["top"][0]
-    print(
-        f"image: {args.image or f'{data[0]} #0'}; predicted {probs['class']} (p = {probs['prob']:.3f})"
-    )
-    for path in written:
-        print(f"wrote {path} (+ .json)")
-    print(f"{len(written)} view(s) in {time.perf_counter() - start:.2f} s")
-    return 0
+    return written
 
 
 # ----------------------------------------------------------------------------- report

@@ -7,27 +7,27 @@ terminal); with --json, stdout holds only the metrics records, one JSON object p
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from cnnkit.train_config import (  # pure Python: building the parser imports no torch
+    OPTIMIZERS,
+    PRECISIONS,
+    RESIZE_MODES,
+    SCHEDULES,
+    TrainConfig,
+)
+
 DEMO_OUT = "runs/demo"
 DEMO_EPOCHS = 5  # mnist-mini: measured 99.15% test after 5 epochs, 15 s of training on 2 cores
 DEMO_SAMPLES = 8  # test digits written as PNG and predicted at the end of the demo
-# cnnkit.train's choices, spelled out so that building the parser imports no torch; a test checks
-# them against cnnkit.train.OPTIMIZERS, SCHEDULES, PRECISIONS and RESIZE_MODES.
-OPTIMIZERS_HELP = "sgd, adam, adamw"
-SCHEDULES_HELP = "onecycle, cosine, step, constant"
-PRECISIONS_HELP = "auto, fp32, bf16"
-RESIZE_HELP = "letterbox, stretch, crop"
-# TrainConfig fields that `--resume` takes from the run itself; passing one is an error.
-_CONFIG_OPTIONS = (
-    "model", "data", "data_dir", "input", "resize", "epochs", "batch_size", "lr", "optimizer",
-    "schedule", "weight_decay", "label_smoothing", "augment", "val_split", "val", "target_acc",
-    "eval_every", "checkpoint_every", "seed", "device", "precision", "compile", "out", "overwrite",
-)  # fmt: skip
+# Every other TrainConfig field is a `cnnkit train` option, which `--resume` refuses (it takes
+# them from the run itself); --quiet is an option --resume allows.
+_NOT_OPTIONS = ("warmup", "channels_last", "quiet")
 
 
 def register(subparsers) -> None:
@@ -43,13 +43,17 @@ def register(subparsers) -> None:
     add("--data", metavar="SOURCE", help="mnist-mini (default, embedded), mnist, a folder, an .npz")
     add("--data-dir", metavar="DIR", help="where downloaded data sets are kept")
     add("--input", metavar="HxWxC", help="train the model on this input shape, e.g. 28x28x1")
-    add("--resize", metavar="MODE", help=f"fit images of another aspect ratio: {RESIZE_HELP}")
+    add(
+        "--resize",
+        metavar="MODE",
+        help=f"fit images of another aspect ratio: {', '.join(RESIZE_MODES)}",
+    )
     add("--roi-crop", action="store_true", help="GTSRB's layout: crop images to their signs")
     add("--epochs", type=int, metavar="N", help="passes over the training split")
     add("--batch-size", type=int, metavar="N", help="images per step")
     add("--lr", type=float, metavar="LR", help="peak learning rate")
-    add("--optimizer", metavar="NAME", help=f"one of {OPTIMIZERS_HELP}")
-    add("--schedule", metavar="NAME", help=f"learning-rate schedule: {SCHEDULES_HELP}")
+    add("--optimizer", metavar="NAME", help=f"one of {', '.join(OPTIMIZERS)}")
+    add("--schedule", metavar="NAME", help=f"learning-rate schedule: {', '.join(SCHEDULES)}")
     add("--weight-decay", type=float, metavar="WD", help="L2 penalty, e.g. 5e-4")
     add("--label-smoothing", type=float, metavar="S", help="e.g. 0.1; 0 for plain cross-entropy")
     add("--augment", metavar="LIST", help="e.g. translate=2 or translate=2,flip,cutout=8; none")
@@ -65,7 +69,7 @@ def register(subparsers) -> None:
     add("--checkpoint-every", type=int, metavar="N", help="save state every N steps (~10 s)")
     add("--seed", type=int, metavar="N", help="weights, split, batch order, augmentation")
     add("--device", metavar="DEV", help="auto (default), cpu, cuda or cuda:N")
-    add("--precision", metavar="P", help=f"one of {PRECISIONS_HELP}")
+    add("--precision", metavar="P", help=f"one of {', '.join(PRECISIONS)}")
     add("--compile", action="store_const", const=True, help="torch.compile the model")
     add("--out", metavar="DIR", help="the run directory (default runs/<model>-<data>)")
     add("--overwrite", action="store_const", const=True, help="replace a run at --out")
@@ -73,7 +77,10 @@ def register(subparsers) -> None:
     add("--quiet", action="store_true", help="print only the summary")
     add("--json", action="store_true", help="print the metrics records as JSON lines")
     train.set_defaults(handler=run_train)
+    _register_demo(subparsers)
 
+
+def _register_demo(subparsers: Any) -> None:
     demo = subparsers.add_parser(
         "demo",
         help="train the default network on the embedded digits and predict a few",
@@ -111,9 +118,8 @@ def run_train(args: argparse.Namespace) -> int:
                 "(with --resume the run keeps its own data: drop --roi-crop)"
             )
         args.data = f"{args.data.rstrip('/')}:roi"
-    given = {
-        name: getattr(args, name) for name in _CONFIG_OPTIONS if getattr(args, name) is not None
-    }
+    options = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in _NOT_OPTIONS]
+    given = {name: getattr(args, name) for name in options if getattr(args, name) is not None}
     if args.resume is not None:
         if given:
             names = ", ".join("--" + name.replace("_", "-") for name in given)

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-SPLIT_PREFERENCE = ("test", "val", "train")  # the first one a source has is evaluated
+SPLIT_PREFERENCE = ("test", "val", "train")  # as cnnkit.data.shaped prefers them, for --split
 
 
 def register(subparsers) -> None:
@@ -75,38 +75,16 @@ def _device(name: str) -> Any:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from cnnkit.data import open_source
-    from cnnkit.errors import DataError
+    from cnnkit.data.shaped import open_for_run
     from cnnkit.predict import load
     from cnnkit.render_use import render_evaluation
 
     classifier = load(args.run, device=_device(args.device))
-    height, width, channels = classifier.input_shape
-    dataset = open_source(
-        args.data,
-        data_dir=args.data_dir,
-        size=(height, width),
-        channels=channels,
-        resize=classifier.resize,
-    )
-    notes = []
+    data = open_for_run(classifier.manifest, args.data, data_dir=args.data_dir, progress=True)
+    name, split, note = data.choose_split(args.split)
+    notes = [note] if note else []
     plots: dict[str, str] = {}
-    if args.split:
-        if args.split not in dataset.splits:
-            raise DataError(
-                f"--data {args.data} has no {args.split} split (only "
-                f"{', '.join(dataset.splits)}); choose one of those with --split"
-            )
-        name = args.split
-    else:
-        name = next(s for s in (*SPLIT_PREFERENCE, *dataset.splits) if s in dataset.splits)
-        if name == "train":
-            notes.append(
-                "the data has no test or val split, so this is its train split: "
-                "if the model was trained on it, these figures flatter it"
-            )
-    split = dataset.splits[name]
-    labels = align_labels(dataset.class_names, classifier.class_names, split.labels, args.data)
+    labels = split.labels
     if args.plots:
         from cnnkit.inspect.plots import evaluate_with_outputs, evaluation_plots
         from cnnkit.runs import read_metrics
@@ -132,31 +110,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     else:
         print(render_evaluation(report, run=str(args.run), data=args.data, split=name, notes=notes))
     return 0
-
-
-def align_labels(data_names: list[str], run_names: list[str], labels: Any, source: str) -> Any:
-    """The data's labels as indices into the run's classes, matched by name.
-
-    A folder with classes in another order, or with only some of them, still evaluates right;
-    a class the model never learnt is a DataError.
-    """
-    import numpy as np
-
-    from cnnkit.errors import DataError
-
-    data_names, run_names = [str(n) for n in data_names], [str(n) for n in run_names]
-    if data_names == run_names:
-        return labels
-    unknown = [name for name in data_names if name not in run_names]
-    if unknown:
-        shown = ", ".join(unknown[:5]) + (", ..." if len(unknown) > 5 else "")
-        known = ", ".join(run_names[:10]) + (", ..." if len(run_names) > 10 else "")
-        raise DataError(
-            f"--data {source}: class(es) {shown} are not among the run's classes ({known}); "
-            f"evaluate on data with the classes the model was trained on"
-        )
-    mapping = np.array([run_names.index(name) for name in data_names], dtype=np.int64)
-    return mapping[np.asarray(labels, dtype=np.int64)]
 
 
 def run_predict(args: argparse.Namespace) -> int:

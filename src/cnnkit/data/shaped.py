@@ -1,0 +1,252 @@
+"""A data source shaped for a model: its input size, its channels and its classes, with notes.
+
+Training, `evaluate`, `inspect` and `report` all open their data here, so the same source gives
+the same arrays and the same notes whichever command reads it:
+
+    shaped = open_for_model("faces/", (64, 64, 3), resize="letterbox")
+    shaped.notes          # ["images of 'faces/' decoded to the model's input 64x64x3 (...)"]
+    shaped = open_for_run(classifier.manifest, "mnist:test")   # labels as the run's classes
+    name, split, note = shaped.choose_split()                  # test, else val, else train
+
+The rules, one home for each:
+- A folder is decoded straight to the model's input with the resize mode (its files have mixed
+  sizes anyway).
+- An array source (IDX, .npz) keeps its size when it fits. Otherwise it is zero-padded when the
+  model's input is larger with the same aspect ratio, and resized when the aspect ratio is the
+  same or a resize mode was chosen. Another aspect ratio without one is refused, so that digits
+  are never squashed silently.
+- Channels convert between 1 and 3 only (gray replicated, RGB averaged).
+- Classes: training resizes a preset's last fc to the data's classes (`fit_classes`); a trained
+  run maps the data's labels onto its own classes by name (`align_labels`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cnnkit.data.dataset import Dataset, Split
+from cnnkit.data.images import fit_images
+from cnnkit.data.sources import open_source, source_folder
+from cnnkit.errors import DataError
+from cnnkit.spec import Spec, shape_text
+
+SPLIT_PREFERENCE = ("test", "val", "train")  # the images a model is least likely to have seen
+
+
+@dataclass
+class ShapedSource:
+    """A source opened for a model: every split's images are (N, H, W, C) of its input."""
+
+    source: str  # as the user gave it
+    dataset: Dataset  # its splits hold the fitted images (and, for a run, the run's labels)
+    notes: list[str] = field(default_factory=list)  # what was done to the data, for the user
+    fitted: bool = False  # images were padded, resized or converted: their own stats are stale
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.dataset.class_names)
+
+    def choose_split(self, name: str | None = None) -> tuple[str, Split, str | None]:
+        """(name, split, note): `name`, else the first of test, val, train the source has.
+
+        The note warns when the choice fell on train, which flatters a model trained on it.
+        """
+        splits = self.dataset.splits
+        if name is not None:
+            if name not in splits:
+                raise DataError(
+                    f"--data {self.source} has no {name} split (only "
+                    f"{', '.join(splits)}); choose one of those with --split"
+                )
+            return name, splits[name], None
+        name = next(s for s in (*SPLIT_PREFERENCE, *splits) if s in splits)
+        note = None
+        if name == "train":
+            note = (
+                "the data has no test or val split, so this is its train split: "
+                "if the model was trained on it, these figures flatter it"
+            )
+        return name, splits[name], note
+
+
+def open_for_model(
+    source: str,
+    input_shape: tuple[int, int, int],
+    *,
+    resize: str | None = None,
+    data_dir: str | None = None,
+    progress: bool = False,
+    for_run: bool = False,
+) -> ShapedSource:
+    """Open `source` with every image fitted to `input_shape` (H, W, C), as the module says.
+
+    `resize` (letterbox, stretch, crop) allows another aspect ratio; None refuses one (folders
+    are letterboxed). `for_run` words a refusal for a trained run ("give data shaped like the
+    training data") rather than for training ("pass --input ...").
+    """
+    height, width, channels = (int(n) for n in input_shape)
+    shape = (height, width, channels)
+    notes: list[str] = []
+    if source_folder(source) is not None:
+        dataset = open_source(
+            source,
+            data_dir=data_dir,
+            size=(height, width),
+            channels=channels,
+            resize=resize or "letterbox",
+            progress=progress,
+        )
+        notes.append(
+            f"images of {source!r} decoded to the model's input {shape_text(shape)} "
+            f"({resize or 'letterbox'}; pass --input to train on another shape)"
+        )
+    else:
+        dataset = open_source(source, data_dir=data_dir, progress=progress)
+    notes += dataset.notes  # a folder's mixed sizes or modes, GTSRB's layout
+    if dataset.skipped:  # a folder's unreadable files are skipped; say so rather than use less
+        first = ", ".join(str(item["path"]) for item in dataset.skipped[:3])
+        notes.append(
+            f"{len(dataset.skipped)} file(s) skipped as unreadable ({first}); "
+            f"'cnnkit data info {source}' lists them all"
+        )
+    parts = _fit_parts(source, dataset.shape, shape, resize, for_run)
+    if parts:
+        notes.append(f"data {source!r} fitted to the model's input: {', '.join(parts)}")
+        for split in dataset.splits.values():
+            split.images = fit_images(split.images, shape, resize or "letterbox")
+    return ShapedSource(source, dataset, notes, fitted=bool(parts))
+
+
+def open_for_run(
+    manifest: dict[str, Any],
+    source: str | None = None,
+    *,
+    data_dir: str | None = None,
+    progress: bool = False,
+) -> ShapedSource:
+    """`open_for_model` for a trained run: its input, its resize policy, its class indices.
+
+    `source` defaults to the run's training data. Labels are mapped onto the run's classes by
+    name (`align_labels`), so `class_names` are the run's.
+    """
+    config = manifest.get("train_config") or {}
+    source = source or config.get("data") or "mnist-mini"
+    shaped = open_for_model(
+        source,
+        tuple(manifest["input_shape"]),
+        resize=config.get("resize"),
+        data_dir=data_dir,
+        progress=progress,
+        for_run=True,
+    )
+    run_names = [str(name) for name in manifest["class_names"]]
+    for split in shaped.dataset.splits.values():
+        split.labels = np.asarray(
+            align_labels(shaped.dataset.class_names, run_names, split.labels, source)
+        )
+    shaped.dataset.class_names = run_names
+    return shaped
+
+
+def _fit_parts(
+    source: str,
+    have: tuple[int, int, int],
+    want: tuple[int, int, int],
+    resize: str | None,
+    for_run: bool,
+) -> list[str]:
+    """What turns images of shape `have` into `want` (H, W, C); [] when they already are."""
+    (h, w, c), (height, width, channels) = have, want
+    if c != channels and not (c in (1, 3) and channels in (1, 3)):
+        raise _misfit(source, have, want, "channels", for_run)
+    parts = []
+    if c != channels:
+        parts.append(
+            "grayscale replicated to RGB" if channels == 3 else "RGB averaged to grayscale"
+        )
+    if (h, w) != (height, width):
+        if height >= h and width >= w and h * width == w * height and (height - h) % 2 == 0:
+            parts.append(f"zero-padded from {h}x{w} to {height}x{width}")
+        elif resize is not None or h * width == w * height:
+            parts.append(f"resized from {h}x{w} to {height}x{width} ({resize or 'letterbox'})")
+        else:
+            raise _misfit(source, have, want, "aspect", for_run)
+    return parts
+
+
+def _misfit(
+    source: str, have: tuple[int, int, int], want: tuple[int, int, int], why: str, for_run: bool
+) -> DataError:
+    """The refusal to fit `have` to `want`, worded for training or for a trained run."""
+    h, w, c = have
+    if for_run:
+        reason = (
+            "cnnkit converts only 1 and 3 channels"
+            if why == "channels"
+            else "another aspect ratio, and the run was trained without --resize"
+        )
+        return DataError(
+            f"--data {source}: its images are {h}x{w}x{c} but the model takes {shape_text(want)}; "
+            f"{reason}; give data shaped like the training data"
+        )
+    fix = f"pass --input {h}x{w}x{c} to train the model on the data's own shape" + (
+        ", or --resize letterbox|stretch|crop to fit the images" if c == want[2] else ""
+    )
+    if why == "channels":
+        return DataError(
+            f"the model takes {shape_text(want)} images but {source!r} has {c} channel(s); "
+            f"cnnkit converts only between 1 and 3 channels; {fix}"
+        )
+    return DataError(
+        f"the model takes {shape_text(want)} images but {source!r} holds {h}x{w}x{c}, "
+        f"another aspect ratio; {fix}"
+    )
+
+
+def fit_classes(spec: Spec, model: str, source: str, class_names: list[str]) -> tuple[Spec, str]:
+    """(spec, note) for training: a preset's last fc resized to the data's classes (noted);
+    a user's spec that does not end in one score per class is refused."""
+    from cnnkit import presets
+    from cnnkit.plan import plan
+
+    network = plan(spec)
+    outputs = network.output_shape
+    classes = len(class_names)
+    if not network.layers or not network.layers[-1].flat:
+        raise DataError(
+            f"the model's output is {shape_text(outputs)}, not one score per class; "
+            f"end it with '> flatten > fc {classes}'"
+        )
+    if outputs[2] == classes:
+        return spec, ""
+    if model in presets.PRESETS:
+        note = f"preset {model!r}: last fc resized from {outputs[2]} to {classes} classes"
+        return presets.with_classes(spec, classes), note
+    raise DataError(
+        f"the model outputs {outputs[2]} scores but {source!r} has {classes} classes; "
+        f"end the spec with 'fc {classes}'"
+    )
+
+
+def align_labels(data_names: list[str], run_names: list[str], labels: Any, source: str) -> Any:
+    """The data's labels as indices into the run's classes, matched by name.
+
+    A folder with classes in another order, or with only some of them, still evaluates right;
+    a class the model never learnt is a DataError.
+    """
+    data_names, run_names = [str(n) for n in data_names], [str(n) for n in run_names]
+    if data_names == run_names:
+        return labels
+    unknown = [name for name in data_names if name not in run_names]
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+        known = ", ".join(run_names[:10]) + (", ..." if len(run_names) > 10 else "")
+        raise DataError(
+            f"--data {source}: class(es) {shown} are not among the run's classes ({known}); "
+            f"evaluate on data with the classes the model was trained on"
+        )
+    mapping = np.array([run_names.index(name) for name in data_names], dtype=np.int64)
+    return mapping[np.asarray(labels, dtype=np.int64)]

@@ -1,0 +1,447 @@
+"""The training loop in named steps (step, evaluate, checkpoint, report) over one state dataclass.
+
+`cnnkit.train.fit` builds the model, optimizer and loaders, then hands them to `Trainer`. The
+trainer's numbers live in `TrainState`, which a checkpoint saves whole (`runs.save_state`) and a
+resume loads whole, so nothing about the run's position lives anywhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnkit import runs
+from cnnkit.errors import CheckpointError, ConfigError
+from cnnkit.plan import Plan, plan
+from cnnkit.train_config import TrainConfig, learning_rate
+
+if TYPE_CHECKING:  # cnnkit.train imports this module
+    from cnnkit.train import Setup
+
+CHECKPOINT_SECONDS = 10.0  # without checkpoint_every, state is saved after ~this much training
+REPORT_SECONDS = 0.1  # the progress hook is called at most this often (and at each epoch's end)
+
+
+# ----------------------------------------------------------------------------- hooks and results
+
+
+@dataclass
+class Start:
+    """What fit() is about to do; given to `Hooks.on_start`."""
+
+    plan: Plan
+    run: Path
+    device: str
+    precision: str
+    train_images: int
+    val_images: int
+    steps_per_epoch: int
+    total_steps: int
+    start_step: int  # > 0 when resuming
+    notes: list[str]
+
+
+@dataclass
+class Progress:
+    """The state after a step; given to `Hooks.on_step` (at most every ~0.1 s on CUDA)."""
+
+    epoch: int  # 0-based
+    epochs: int
+    batch: int  # batches done in this epoch
+    batches: int  # batches per epoch
+    step: int  # steps done in all
+    total_steps: int
+    loss: float  # mean training loss since the last evaluation
+    acc: float  # training accuracy since the last evaluation
+    lr: float
+    images_per_s: float
+    elapsed_s: float  # training and evaluating, this run and the runs it resumes
+    eta_s: float  # until the end of this epoch, at the speed so far
+
+
+@dataclass
+class Hooks:
+    """Callbacks that observe training; none of them can change it."""
+
+    on_start: Callable[[Start], None] | None = None
+    on_step: Callable[[Progress], None] | None = None
+    on_eval: Callable[[dict[str, Any]], None] | None = None
+
+
+@dataclass
+class FitResult:
+    """What a run produced; the same figures are in the run's manifest under "metrics"."""
+
+    run: Path
+    model: nn.Module
+    manifest: dict[str, Any]
+    metrics: list[dict[str, Any]]  # one record per evaluation, as in metrics.jsonl
+    summary: dict[str, Any]  # best/final accuracy, seconds, images/s, why it stopped
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def final_val_acc(self) -> float | None:
+        return self.summary.get("final_val_acc")
+
+    @property
+    def best_val_acc(self) -> float | None:
+        return self.summary.get("best_val_acc")
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during fit(): the state was saved first; `str()` says how to resume."""
+
+    def __init__(self, run: Path, step: int) -> None:
+        super().__init__(
+            f"interrupted at step {step}; the state is saved in {run}; "
+            f"continue with: cnnkit train --resume {run}"
+        )
+        self.run, self.step = run, step
+
+
+# ----------------------------------------------------------------------------- state
+
+
+@dataclass
+class TrainSums:
+    """Training figures summed since the last evaluation."""
+
+    loss: float = 0.0  # loss * images
+    correct: float = 0.0  # images classified right
+    count: int = 0  # images
+
+
+@dataclass
+class TrainState:
+    """Where a run is: everything a checkpoint saves besides tensors, saved and loaded whole."""
+
+    step: int = 0  # steps done in all
+    elapsed_s: float = 0.0  # training and evaluating, this run and the runs it resumes
+    sums: TrainSums = field(default_factory=TrainSums)  # since the last evaluation
+    best_val_acc: float | None = None  # the best validation accuracy so far
+    best_step: int | None = None  # the step that reached it
+    saved_step: int = 0  # the step of the last checkpoint, named when the loss diverges
+    stopped: str | None = None  # "done" at the last step, "target" at --target-acc
+    finished: bool = False  # the last checkpoint is the end of training
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> TrainState:
+        names = {f.name for f in dataclasses.fields(cls)}
+        state = cls(**{key: value for key, value in saved.items() if key in names})
+        state.sums = TrainSums(**saved["sums"])
+        state.saved_step = state.step  # the checkpoint just loaded
+        return state
+
+
+@dataclass
+class Parts:
+    """The objects one fit() trains with, built by `cnnkit.train` in a fixed order (RNG)."""
+
+    model: nn.Module
+    forward: Callable  # the model, or its torch.compile'd version
+    optimizer: torch.optim.Optimizer
+    train_loader: Any  # cnnkit.data.DeviceLoader
+    val_loader: Any  # cnnkit.data.DeviceLoader | None
+    device: torch.device
+    precision: str  # fp32 | bf16
+    autocast: Any  # bf16 autocast, or a context that does nothing
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+class Trainer:
+    """One fit() call over its Parts; `train()` runs the loop and returns the FitResult."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        hooks: Hooks,
+        run_dir: Path,
+        setup: Setup,  # spec, notes, classes, splits, mean/std
+        parts: Parts,
+        interrupted: threading.Event,
+        timing: dict[str, float],  # seconds spent before the loop: "data_s", then "setup_s"
+    ) -> None:
+        self.config, self.hooks, self.run_dir, self.setup = config, hooks, run_dir, setup
+        self.parts, self.interrupted, self.timing = parts, interrupted, timing
+        self.state = TrainState()
+        self.metrics: list[dict[str, Any]] = []  # as in metrics.jsonl
+        self.steps_per_epoch = len(parts.train_loader)
+        self.total = self.steps_per_epoch * config.epochs
+        every = config.eval_every or (0.2 if config.target_acc else 1.0)
+        self.eval_steps = max(1, round(every * self.steps_per_epoch))
+        # One .item() per step costs nothing on the CPU; on CUDA it stalls the queue, so losses
+        # are collected on the device and checked in groups.
+        self.sync_every = 1 if parts.device.type == "cpu" else 25
+        self.pending: list[tuple[torch.Tensor, torch.Tensor, int]] = []  # loss, correct, n
+        self.start_step, self.start_elapsed = 0, 0.0  # where this call began (for images/s)
+        self.clock = self.last_save = time.perf_counter()  # elapsed_s counts from `clock`
+        self.last_report = 0.0
+        self.manifest_base = runs.make_manifest(
+            setup.spec,
+            setup.class_names,
+            setup.mean,
+            setup.std,
+            resize=config.resize or "letterbox",
+            train_config=config.to_dict(),
+        )
+
+    def restore(self) -> None:
+        """Continue from the run's checkpoint: weights, optimizer, RNG and the TrainState."""
+        saved = runs.load_state(self.run_dir, self.parts.optimizer, model=self.parts.model)
+        runs.restore_rng(saved["tensors"])
+        self.state = TrainState.from_dict(saved)
+        if self.state.step >= self.total or self.state.finished:
+            raise CheckpointError(
+                f"{self.run_dir} already finished at step {self.state.step} of {self.total}; "
+                f"nothing to resume (train a new run with more --epochs)"
+            )
+        runs.truncate_metrics(self.run_dir, self.state.step)
+        self.metrics = runs.read_metrics(self.run_dir)
+
+    def train(self, started: float, fresh: bool) -> FitResult:
+        """The loop: report the start, then step until the end, the target or Ctrl-C."""
+        state = self.state
+        self.start_step, self.start_elapsed = state.step, state.elapsed_s
+        self._report_start()
+        if fresh:
+            self._checkpoint()  # step 0: the directory is a run, resumable, from the start
+        self.timing["setup_s"] = round(time.perf_counter() - started - self.timing["data_s"], 3)
+        self.clock = self.last_save = time.perf_counter()
+        epoch, start_batch = divmod(state.step, self.steps_per_epoch)
+        self.parts.model.train()
+        while state.step < self.total and state.stopped is None:
+            for x, y in self.parts.train_loader.epoch(epoch, start_batch):  # (B, C, H, W), (B,)
+                lr = self._step(x, y)
+                if self._after_step(epoch, lr):
+                    break
+            epoch, start_batch = epoch + 1, 0
+        summary = {**self._figures(), "total_steps": self.total, "run": str(self.run_dir)}
+        manifest, metrics = runs.read_manifest(self.run_dir), list(self.metrics)
+        return FitResult(
+            self.run_dir, self.parts.model, manifest, metrics, summary, self.setup.notes
+        )
+
+    # -------------------------------------------------------------------- step
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """One optimizer step on a batch; its loss stays on the device until `_flush`."""
+        config, optimizer = self.config, self.parts.optimizer
+        lr = learning_rate(config, self.state.step, self.total)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with self.parts.autocast:
+            logits = self.parts.forward(x)  # (B, classes)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        self.state.step += 1
+        correct = (logits.argmax(1) == y).sum()
+        self.pending.append((loss.detach(), correct, len(y)))
+        return lr
+
+    def _after_step(self, epoch: int, lr: float) -> bool:
+        """Report, evaluate and checkpoint as the step calls for; True once training stops."""
+        state, config = self.state, self.config
+        batch = state.step - epoch * self.steps_per_epoch
+        end_of_epoch = batch == self.steps_per_epoch
+        evaluate = batch % self.eval_steps == 0 or end_of_epoch
+        now = time.perf_counter()
+        every = config.checkpoint_every
+        save = (
+            end_of_epoch
+            or self.interrupted.is_set()
+            or (every is not None and state.step % every == 0)
+            or (every is None and now - self.last_save > CHECKPOINT_SECONDS)
+        )
+        if len(self.pending) >= self.sync_every or evaluate or save:
+            self._flush(lr)
+            if self.hooks.on_step and (now - self.last_report > REPORT_SECONDS or end_of_epoch):
+                self.last_report = now
+                self._report_progress(epoch, batch, lr, state.elapsed_s + now - self.clock)
+        if evaluate and self.parts.val_loader is not None:
+            record = self._evaluate(epoch + batch / self.steps_per_epoch, lr)
+            if config.target_acc is not None and record["val_acc"] >= config.target_acc:
+                state.stopped = "target"
+        if state.step == self.total and state.stopped is None:
+            state.stopped = "done"
+        if save or state.stopped is not None:
+            self._tick()
+            self._checkpoint(finished=state.stopped is not None)
+            self.clock = self.last_save = time.perf_counter()  # saving is not training time
+            if self.interrupted.is_set():
+                raise TrainingInterrupted(self.run_dir, state.step)
+        return state.stopped == "target"
+
+    def _tick(self) -> None:
+        """Add the time since `clock` to the state's elapsed seconds and restart the clock."""
+        now = time.perf_counter()
+        self.state.elapsed_s += now - self.clock
+        self.clock = now
+
+    def _flush(self, lr: float) -> None:
+        """Move the pending losses to the host; stop at the first one that is not finite."""
+        pending, self.pending = self.pending, []
+        losses = torch.stack([loss for loss, _, _ in pending]).tolist()
+        corrects = torch.stack([c for _, c, _ in pending]).tolist()
+        first = self.state.step - len(pending) + 1
+        sums = self.state.sums
+        for offset, (value, correct, (_, _, n)) in enumerate(
+            zip(losses, corrects, pending, strict=True)
+        ):
+            if not math.isfinite(value):
+                raise ConfigError(
+                    f"step {first + offset}: the loss became {value}; lower --lr (now {self.config.lr:g}); "
+                    f"the last good checkpoint (step {self.state.saved_step}) is kept in {self.run_dir}"
+                )
+            sums.loss += value * n
+            sums.correct += correct
+            sums.count += n
+
+    # -------------------------------------------------------------------- evaluate
+
+    def _evaluate(self, epoch: float, lr: float) -> dict[str, Any]:
+        """Validate, log the record (metrics.jsonl, hook) and keep the best accuracy."""
+        state, sums = self.state, self.state.sums
+        val_loss, val_acc = self._validate()
+        record = {
+            "epoch": round(epoch, 4),
+            "step": state.step,
+            "elapsed_s": None,  # filled in below, once this evaluation is timed
+            "train_loss": sums.loss / max(sums.count, 1),
+            "train_acc": sums.correct / max(sums.count, 1),
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": lr,
+        }
+        state.sums = TrainSums()
+        if state.best_val_acc is None or val_acc > state.best_val_acc:
+            state.best_val_acc, state.best_step = val_acc, state.step
+        self._tick()
+        record["elapsed_s"] = round(state.elapsed_s, 3)
+        self.metrics.append(record)
+        runs.append_metrics(self.run_dir, record)
+        self.clock = time.perf_counter()
+        if self.hooks.on_eval:
+            self.hooks.on_eval(record)
+        return record
+
+    @torch.no_grad()
+    def _validate(self) -> tuple[float, float]:
+        """(mean loss, accuracy) over the validation split."""
+        model, loader, device = self.parts.model, self.parts.val_loader, self.parts.device
+        model.eval()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        for x, y in loader.epoch(0):
+            with self.parts.autocast:
+                logits = self.parts.forward(x).float()  # (B, classes)
+            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
+        model.train()
+        count = len(loader.labels)
+        return loss_sum.item() / count, correct.item() / count
+
+    # -------------------------------------------------------------------- checkpoint
+
+    def _checkpoint(self, finished: bool = False) -> None:
+        """Weights and manifest, then the resume state: model, optimizer, RNG, TrainState.
+
+        Weights that are no longer finite are never saved, so the last checkpoint stays good.
+        """
+        state, model = self.state, self.parts.model
+        bad = next((t for t in model.state_dict().values() if not t.isfinite().all()), None)
+        if bad is not None:
+            value = "nan" if bad.isnan().any() else "inf"
+            raise ConfigError(
+                f"step {state.step}: the weights became {value}; lower --lr (now {self.config.lr:g}); "
+                f"the last good checkpoint (step {state.saved_step}) is kept in {self.run_dir}"
+            )
+        state.finished = finished
+        manifest = dict(self.manifest_base, metrics=self._figures())
+        runs.save_model(self.run_dir, model, manifest)
+        extra = {**state.to_dict(), "config": self.config.to_dict()}
+        runs.save_state(self.run_dir, self.parts.optimizer, extra, runs.capture_rng(), model=model)
+        state.saved_step = state.step
+
+    # -------------------------------------------------------------------- report
+
+    def _report_start(self) -> None:
+        if self.hooks.on_start:
+            setup, parts = self.setup, self.parts
+            self.hooks.on_start(
+                Start(
+                    plan(setup.spec),
+                    self.run_dir,
+                    str(parts.device),
+                    parts.precision,
+                    len(setup.train),
+                    0 if setup.val is None else len(setup.val),
+                    self.steps_per_epoch,
+                    self.total,
+                    self.state.step,
+                    setup.notes,
+                )
+            )
+
+    def _report_progress(self, epoch: int, batch: int, lr: float, elapsed: float) -> None:
+        state, sums, batches = self.state, self.state.sums, self.steps_per_epoch
+        seconds = max(elapsed - self.start_elapsed, 1e-9)
+        per_step = seconds / max(state.step - self.start_step, 1)
+        self.hooks.on_step(  # type: ignore[misc]
+            Progress(
+                epoch=epoch,
+                epochs=self.config.epochs,
+                batch=batch,
+                batches=batches,
+                step=state.step,
+                total_steps=self.total,
+                loss=sums.loss / max(sums.count, 1),
+                acc=sums.correct / max(sums.count, 1),
+                lr=lr,
+                images_per_s=(state.step - self.start_step) * self.config.batch_size / seconds,
+                elapsed_s=elapsed,
+                eta_s=(batches - batch) * per_step,
+            )
+        )
+
+    def _figures(self) -> dict[str, Any]:
+        """The run's summary figures, as the manifest's "metrics" and FitResult.summary hold them."""
+        state, config, setup = self.state, self.config, self.setup
+        final = self.metrics[-1] if self.metrics else {}
+        images = (state.step - self.start_step) * config.batch_size
+        seconds = state.elapsed_s - self.start_elapsed
+        return {
+            "steps": state.step,
+            "epochs": round(state.step / max(self.steps_per_epoch, 1), 4),
+            "best_val_acc": state.best_val_acc,
+            "best_step": state.best_step,
+            "final_val_acc": final.get("val_acc"),
+            "final_val_loss": final.get("val_loss"),
+            "final_train_acc": final.get("train_acc"),
+            "train_s": round(state.elapsed_s, 3),
+            "images_per_s": round(images / seconds, 1) if seconds > 0 else None,
+            "val": config.val or f"{config.val_split:g} of train",
+            "train_images": len(setup.train),
+            "val_images": 0 if setup.val is None else len(setup.val),
+            "device": str(self.parts.device),
+            "precision": self.parts.precision,
+            "threads": torch.get_num_threads(),
+            "stopped": state.stopped,
+            **self.timing,
+        }
