@@ -4,9 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 # The CPU wheel lies on this machine's disk; without the pin pip would fetch a 5 GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
+# The browser tests prefer a system Chromium (tests/conftest.py looks for it on PATH).
+CHROMIUM ?= chromium
 STAMP := $(VENV)/.cnnkit-setup
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-fast lint bench clean
 
 setup: $(STAMP)
 
@@ -15,6 +17,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e ".[test]"
+	@# A system Chromium when there is one, else Playwright's own download. A failed download
+	@# is not fatal: only the browser tests need it, and they then say what to run.
+	command -v $(CHROMIUM) >/dev/null 2>&1 || $(BIN)/python -m playwright install chromium \
+		|| echo "no Chromium: the browser tests will fail; install one, or run: $(BIN)/python -m playwright install chromium"
 	touch $(STAMP)
 
 demo: setup
@@ -23,9 +29,14 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# Every test over 5 s is marked slow (tests/, pytest.mark.slow); the rest run in under a minute.
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
 lint: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy src
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
