@@ -9,7 +9,16 @@ import sys
 from conftest import REPO
 
 SRC = REPO / "src" / "cnnkit"
-PURE = ["shapes.py", "spec.py", "plan.py", "presets.py", "render.py", "solve.py", "errors.py"]
+PURE = [
+    "shapes.py",
+    "spec.py",
+    "spec_layers.py",
+    "plan.py",
+    "presets.py",
+    "render.py",
+    "solve.py",
+    "errors.py",
+]
 
 
 def imported_modules(path) -> set[str]:
