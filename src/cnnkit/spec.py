@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable
 from typing import Any
 
 from cnnkit.errors import SpecError
@@ -81,6 +82,8 @@ _INCEPTION = re.compile(
     r"inception\s+(\d+)\s*,\s*(\d+)\s*>\s*(\d+)\s*,\s*(\d+)\s*>\s*(\d+)\s*,\s*(\d+)\s*"
 )
 _TOKEN = re.compile(r"\S+")
+# The layers that take no options, by keyword.
+_PLAIN: dict[str, Callable[[], Layer]] = {"bn": BatchNorm, "flatten": Flatten, "gap": GlobalAvgPool}
 
 
 def parse(text: str) -> Spec:
@@ -206,7 +209,7 @@ def _parse_layer(text: str, start: int, end: int, number: int) -> Layer:
         )
     if keyword in ACTIVATIONS:
         return Activation(keyword)
-    return {"bn": BatchNorm, "flatten": Flatten, "gap": GlobalAvgPool}[keyword]()
+    return _PLAIN[keyword]()
 
 
 def _parse_windowed(keyword: str, args: list[tuple[str, int, int]], text: str, where: str) -> Layer:
@@ -258,7 +261,9 @@ def _parse_windowed(keyword: str, args: list[tuple[str, int, int]], text: str, w
             )
         filters = check_positive(int(match[1]), where, "the filter count")
         kernel = _kernel(match[2], match[3], where)
-        layer: Layer = Conv(filters, kernel, stride or 1, "valid" if padding is None else padding)
+        layer: Conv | Pool = Conv(
+            filters, kernel, stride or 1, "valid" if padding is None else padding
+        )
     else:
         match = re.fullmatch(r"(\d+)(?:x(\d+))?", size)
         if not match:
@@ -326,7 +331,7 @@ def from_dict(data: Any) -> Spec:
         )
     return Spec(
         tuple(shape), tuple(_layer_from_dict(entry, n) for n, entry in enumerate(layers, start=1))
-    )  # type: ignore[arg-type]
+    )
 
 
 def _layer_from_dict(entry: Any, number: int) -> Layer:
@@ -357,11 +362,11 @@ def _layer_from_dict(entry: Any, number: int) -> Layer:
     if kind in ACTIVATIONS:
         return Activation(kind)
     if kind in ("bn", "flatten", "gap"):
-        return {"bn": BatchNorm, "flatten": Flatten, "gap": GlobalAvgPool}[kind]()
+        return _PLAIN[kind]()
     if kind == "fc":
         return Linear(number_field("out_features"))
     if kind == "dropout":
-        rate = fields.get("rate")
+        rate: Any = fields.get("rate")
         if type(rate) not in (int, float):
             raise SpecError(f"{where}: 'rate' must be a number in [0, 1), got {rate!r}")
         return Dropout(check_rate(float(rate), where))
