@@ -4,8 +4,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 # The CPU wheel lies on this machine's disk; without the pin pip would fetch a 5 GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
-# The browser tests prefer a system Chromium (tests/conftest.py looks for it on PATH).
-CHROMIUM ?= chromium
 STAMP := $(VENV)/.cnnkit-setup
 
 .PHONY: setup demo test test-fast lint bench clean
@@ -17,9 +15,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e ".[test]"
-	@# A system Chromium when there is one, else Playwright's own download. A failed download
-	@# is not fatal: only the browser tests need it, and they then say what to run.
-	command -v $(CHROMIUM) >/dev/null 2>&1 || $(BIN)/python -m playwright install chromium \
+	@# The browser tests use a system chromium when there is one (tests/conftest.py), else
+	@# Playwright's own download. A failed download is not fatal: only the browser tests need
+	@# it, and they then say what to run.
+	command -v chromium >/dev/null 2>&1 || $(BIN)/python -m playwright install chromium \
 		|| echo "no Chromium: the browser tests will fail; install one, or run: $(BIN)/python -m playwright install chromium"
 	touch $(STAMP)
 
