@@ -223,28 +223,7 @@ def _parse_windowed(keyword: str, args: list[tuple[str, int, int]], text: str, w
     if not args:
         raise SpecError(f"{where}: missing its size; write it like '{examples[keyword]}'")
     size, sstart, send = args[0]
-    stride: int | None = None
-    padding: Padding | None = None
-    for token, tstart, tend in args[1:]:
-        low = token.lower()
-        is_padding = low in ("same", "valid") or re.fullmatch(r"p\d+", low)
-        if is_padding and padding is not None and keyword != "res":
-            raise SpecError(
-                f"{where}: padding given twice ({padding_text(padding)} and {low}); keep one"
-                + _caret(text, tstart, tend)
-            )
-        if re.fullmatch(r"s\d+", low) and stride is None:
-            stride = check_stride(int(low[1:]), where)
-        elif low in ("same", "valid") and keyword != "res":
-            padding = low
-        elif re.fullmatch(r"p\d+", low) and keyword != "res":
-            padding = int(low[1:])
-        else:
-            raise SpecError(
-                f"{where}: unexpected option {token!r}; options are sS (stride)"
-                + ("" if keyword == "res" else " and same, valid or pN (padding)")
-                + _caret(text, tstart, tend)
-            )
+    stride, padding = _window_options(keyword, args[1:], text, where)
     if keyword == "res":
         if not size.isdigit():
             raise SpecError(
@@ -277,6 +256,35 @@ def _parse_windowed(keyword: str, args: list[tuple[str, int, int]], text: str, w
         )
     check_padding(layer.padding, layer.kernel_size, where)
     return layer
+
+
+def _window_options(
+    keyword: str, options: list[tuple[str, int, int]], text: str, where: str
+) -> tuple[int | None, Padding | None]:
+    """The `sS` stride and the padding after a windowed layer's size; None where not given."""
+    stride: int | None = None
+    padding: Padding | None = None
+    for token, tstart, tend in options:
+        low = token.lower()
+        is_padding = low in ("same", "valid") or re.fullmatch(r"p\d+", low)
+        if is_padding and padding is not None and keyword != "res":
+            raise SpecError(
+                f"{where}: padding given twice ({padding_text(padding)} and {low}); keep one"
+                + _caret(text, tstart, tend)
+            )
+        if re.fullmatch(r"s\d+", low) and stride is None:
+            stride = check_stride(int(low[1:]), where)
+        elif low in ("same", "valid") and keyword != "res":
+            padding = low
+        elif re.fullmatch(r"p\d+", low) and keyword != "res":
+            padding = int(low[1:])
+        else:
+            raise SpecError(
+                f"{where}: unexpected option {token!r}; options are sS (stride)"
+                + ("" if keyword == "res" else " and same, valid or pN (padding)")
+                + _caret(text, tstart, tend)
+            )
+    return stride, padding
 
 
 def _kernel(height: str, width: str | None, where: str) -> tuple[int, int]:
