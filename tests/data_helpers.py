@@ -1,4 +1,4 @@
-"""Helpers for the data tests: where real MNIST lies, and small image folders made on the fly."""
+"""Helpers for the data tests: an isolated environment, and small image folders made on the fly."""
 
 from __future__ import annotations
 
@@ -9,24 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-MNIST_DIR = SHARED_DATA / "mnist"
-MNIST_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
-
-
-def need_mnist() -> Path:
-    """The real MNIST folder; a failure (never a silent skip) names where it was expected."""
-    if not all((MNIST_DIR / name).is_file() for name in MNIST_FILES):
-        pytest.fail(
-            f"REAL MNIST MISSING: expected the four IDX files in {MNIST_DIR} "
-            f"(../shared/data/mnist beside the repo); these tests need the real data"
-        )
-    return SHARED_DATA
+from conftest import MNIST_FILES, need_mnist  # noqa: F401 - re-exported to the data tests
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""Downloads for real, from an HTTP server on 127.0.0.1 serving copies of ../shared/data/mnist."""
+"""Downloads for real, from an HTTP server on 127.0.0.1 serving copies of the real MNIST."""
 
 from __future__ import annotations
 

@@ -292,6 +292,7 @@ def real_picture(image: Image.Image, min_size: tuple[int, int]) -> None:
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20  # not blank, not one colour
 
 
+@pytest.mark.slow
 def test_figures_are_real_pictures():
     model = build("lenet5", seed=0)
     images = np.pad(bar_data(50, seed=2), ((0, 0), (2, 2), (2, 2), (0, 0)))
@@ -376,6 +377,7 @@ def runs(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_inspect_writes_every_view(runs, tmp_path, capsys):
     image = tmp_path / "digit.png"
     Image.fromarray(bar_data(1, 3)[0, :, :, 0]).save(image)

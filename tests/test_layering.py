@@ -10,8 +10,8 @@ from conftest import REPO
 
 SRC = REPO / "src" / "cnnkit"
 PURE = [
-    "shapes.py", "spec.py", "plan.py", "presets.py", "render.py", "solve.py", "errors.py",
-    "train_config.py", "augment.py",
+    "shapes.py", "spec.py", "spec_layers.py", "plan.py", "presets.py", "render.py", "solve.py",
+    "errors.py", "train_config.py", "augment.py",
 ]  # fmt: skip
 
 

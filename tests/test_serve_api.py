@@ -21,7 +21,7 @@ from PIL import Image
 from cnnkit.inspect.views import capture
 from cnnkit.predict import load
 from cnnkit.serve.app import create_app
-from test_serve_helpers import REPO, digit_png, png_bytes, trained_run
+from serve_helpers import REPO, digit_png, png_bytes, trained_run
 
 pytestmark = pytest.mark.slow
 

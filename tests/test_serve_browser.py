@@ -1,7 +1,7 @@
 """The explorer page in headless Chromium, against a real uvicorn serving a freshly trained run.
 
-Fails (never skips) when /usr/bin/chromium is missing: install it with
-`apt-get install -y chromium` (Playwright's own browser download is not used).
+Fails (never skips) when there is no Chromium: `make setup` provides one (the system's
+chromium, else `python -m playwright install chromium`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from PIL import Image
 
 from cnnkit.predict import load
 from cnnkit.serve.app import create_app
-from test_serve_helpers import REPO, live_server, mnist_test, png_bytes, trained_run
+from serve_helpers import REPO, live_server, mnist_test, png_bytes, trained_run
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

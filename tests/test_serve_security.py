@@ -17,7 +17,7 @@ from cnnkit.cli import main
 from cnnkit.serve import security
 from cnnkit.serve.app import create_app
 from cnnkit.serve.security import allowed_hostnames, is_loopback
-from test_serve_helpers import digit_png, live_server, mnist_test, trained_run
+from serve_helpers import digit_png, live_server, mnist_test, trained_run
 
 pytestmark = pytest.mark.slow
 

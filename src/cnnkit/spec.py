@@ -3,192 +3,87 @@
     28x28x1 > conv 6@5x5 s1 same > relu > maxpool 2 > flatten > fc 10
 
 A spec is an input shape `HxWxC` followed by layers separated by `>`. Pure Python: the
-planner's fast path imports this module and nothing heavier.
+planner's fast path imports this module and nothing heavier. The records themselves (Conv,
+Spec, ...), their canonical text and the rules they obey live in spec_layers.py; they are
+re-exported here, so `from cnnkit.spec import Conv, parse` is the one import callers need.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any
 
 from cnnkit.errors import SpecError
 from cnnkit.shapes import Padding, padding_text
-
-MAX_ELEMENTS = (
-    2**31
-)  # a shape or count at or above this is refused: nobody means it, and it overflows int32
-
-
-# ----------------------------------------------------------------------------- layer records
-
-
-@dataclass(frozen=True)
-class Conv:
-    """`conv K@FhxFw [sS] [same|valid|pN]`: K filters of Fh x Fw, each with a bias."""
-
-    filters: int
-    kernel_size: tuple[int, int]
-    stride: int = 1
-    padding: Padding = "valid"
-    type: ClassVar[str] = "conv"
-
-
-@dataclass(frozen=True)
-class Pool:
-    """`maxpool F` / `avgpool F [sS] [padding]`: stride defaults to F."""
-
-    op: str  # "max" | "avg"
-    kernel_size: tuple[int, int]
-    stride: int
-    padding: Padding = "valid"
-
-    @property
-    def type(self) -> str:
-        return f"{self.op}pool"
-
-
-@dataclass(frozen=True)
-class Activation:
-    """`relu`, `gelu`, `tanh`, `sigmoid` or `softmax` (over the channels)."""
-
-    function: str
-
-    @property
-    def type(self) -> str:
-        return self.function
-
-
-@dataclass(frozen=True)
-class BatchNorm:
-    type: ClassVar[str] = "bn"
-
-
-@dataclass(frozen=True)
-class Dropout:
-    rate: float
-    type: ClassVar[str] = "dropout"
-
-
-@dataclass(frozen=True)
-class Flatten:
-    type: ClassVar[str] = "flatten"
-
-
-@dataclass(frozen=True)
-class Linear:
-    """`fc N`: a fully connected layer with N outputs."""
-
-    out_features: int
-    type: ClassVar[str] = "fc"
-
-
-@dataclass(frozen=True)
-class GlobalAvgPool:
-    type: ClassVar[str] = "gap"
-
-
-@dataclass(frozen=True)
-class Inception:
-    """`inception A,Br>B,Cr>C,D`: GoogLeNet's module; output depth A + B + C + D."""
-
-    branch1x1: int
-    reduce3x3: int
-    branch3x3: int
-    reduce5x5: int
-    branch5x5: int
-    pool_proj: int
-    type: ClassVar[str] = "inception"
-
-
-@dataclass(frozen=True)
-class Residual:
-    """`res N [sS]`: two 3x3 convs (same padding, batch norm) plus a shortcut."""
-
-    filters: int
-    stride: int = 1
-    type: ClassVar[str] = "res"
-
-
-Layer = (
-    Conv
-    | Pool
-    | Activation
-    | BatchNorm
-    | Dropout
-    | Flatten
-    | Linear
-    | GlobalAvgPool
-    | Inception
-    | Residual
-)
-ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "softmax")
-KEYWORDS = (
-    "conv",
-    "maxpool",
-    "avgpool",
-    *ACTIVATIONS,
-    "bn",
-    "dropout",
-    "flatten",
-    "fc",
-    "gap",
-    "inception",
-    "res",
+from cnnkit.spec_layers import (
+    ACTIVATIONS,
+    KEYWORDS,
+    MAX_ELEMENTS,
+    Activation,
+    BatchNorm,
+    Conv,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    Inception,
+    Layer,
+    Linear,
+    Pool,
+    Residual,
+    Spec,
+    check_padding,
+    check_positive,
+    check_rate,
+    check_shape,
+    check_stride,
+    layer_text,
+    shape_text,
+    to_notation,
 )
 
-
-@dataclass(frozen=True)
-class Spec:
-    """An input shape (H, W, C) and the layers applied to it, in order."""
-
-    input_shape: tuple[int, int, int]
-    layers: tuple[Layer, ...]
-
-    def __str__(self) -> str:
-        return to_notation(self)
+__all__ = [
+    "ACTIVATIONS",
+    "KEYWORDS",
+    "MAX_ELEMENTS",
+    "Activation",
+    "BatchNorm",
+    "Conv",
+    "Dropout",
+    "Flatten",
+    "GlobalAvgPool",
+    "Inception",
+    "Layer",
+    "Linear",
+    "Pool",
+    "Residual",
+    "Spec",
+    "check_padding",
+    "check_positive",
+    "check_rate",
+    "check_shape",
+    "check_stride",
+    "from_dict",
+    "layer_text",
+    "load_text",
+    "parse",
+    "parse_shape",
+    "shape_text",
+    "to_dict",
+    "to_notation",
+]
 
 
 # ----------------------------------------------------------------------------- notation
-
-
-def to_notation(spec: Spec) -> str:
-    """The canonical `>` text of a spec; parse(to_notation(s)) == s."""
-    return " > ".join([shape_text(spec.input_shape), *(layer_text(layer) for layer in spec.layers)])
-
-
-def shape_text(shape: tuple[int, ...]) -> str:
-    return "x".join(str(n) for n in shape)
-
-
-def layer_text(layer: Layer) -> str:
-    """One layer in the notation, with every option spelled out (`conv 6@5x5 s1 valid`)."""
-    if isinstance(layer, Conv):
-        return f"conv {layer.filters}@{shape_text(layer.kernel_size)} s{layer.stride} {padding_text(layer.padding)}"
-    if isinstance(layer, Pool):
-        size = (
-            layer.kernel_size[0]
-            if layer.kernel_size[0] == layer.kernel_size[1]
-            else shape_text(layer.kernel_size)
-        )
-        return f"{layer.type} {size} s{layer.stride} {padding_text(layer.padding)}"
-    if isinstance(layer, Dropout):
-        return f"dropout {layer.rate:g}"
-    if isinstance(layer, Linear):
-        return f"fc {layer.out_features}"
-    if isinstance(layer, Inception):
-        i = layer
-        return f"inception {i.branch1x1},{i.reduce3x3}>{i.branch3x3},{i.reduce5x5}>{i.branch5x5},{i.pool_proj}"
-    if isinstance(layer, Residual):
-        return f"res {layer.filters}" + (f" s{layer.stride}" if layer.stride != 1 else "")
-    return layer.type
 
 
 _INCEPTION = re.compile(
     r"inception\s+(\d+)\s*,\s*(\d+)\s*>\s*(\d+)\s*,\s*(\d+)\s*>\s*(\d+)\s*,\s*(\d+)\s*"
 )
 _TOKEN = re.compile(r"\S+")
+# The layers that take no options, by keyword.
+_PLAIN: dict[str, Callable[[], Layer]] = {"bn": BatchNorm, "flatten": Flatten, "gap": GlobalAvgPool}
 
 
 def parse(text: str) -> Spec:
@@ -255,19 +150,6 @@ def _parse_shape_at(text: str, start: int, end: int) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
-def check_shape(shape: tuple[int, ...], where: str) -> None:
-    """Refuse zero sizes and volumes of 2^31 elements or more."""
-    if any(n <= 0 for n in shape):
-        raise SpecError(f"{where}: every size must be at least 1, got {shape_text(shape)}")
-    volume = 1
-    for n in shape:
-        volume *= n
-    if volume >= MAX_ELEMENTS:
-        raise SpecError(
-            f"{where}: {shape_text(shape)} has {volume:,} elements, over the 2^31 cap; use a smaller input"
-        )
-
-
 def _parse_layer(text: str, start: int, end: int, number: int) -> Layer:
     tokens = [
         (m.group(), start + m.start(), start + m.end()) for m in _TOKEN.finditer(text[start:end])
@@ -294,7 +176,7 @@ def _parse_layer(text: str, start: int, end: int, number: int) -> Layer:
                 f"{where}: expected 'inception A,Br>B,Cr>C,D' such as 'inception 64,96>128,16>32,32'"
                 + _caret(text, kstart, end)
             )
-        numbers = [_positive(int(g), where, "a branch width") for g in match.groups()]
+        numbers = [check_positive(int(g), where, "a branch width") for g in match.groups()]
         return Inception(*numbers)
     if keyword in ("conv", "maxpool", "avgpool", "res"):
         return _parse_windowed(keyword, args, text, where)
@@ -311,7 +193,7 @@ def _parse_layer(text: str, start: int, end: int, number: int) -> Layer:
                     f"{where}: {value!r} is not a whole number of outputs, such as 'fc 10'"
                     + _caret(text, vstart, vend)
                 )
-            return Linear(_positive(int(value), where, "the output count"))
+            return Linear(check_positive(int(value), where, "the output count"))
         try:
             rate = float(value)
         except ValueError:
@@ -327,7 +209,7 @@ def _parse_layer(text: str, start: int, end: int, number: int) -> Layer:
         )
     if keyword in ACTIVATIONS:
         return Activation(keyword)
-    return {"bn": BatchNorm, "flatten": Flatten, "gap": GlobalAvgPool}[keyword]()
+    return _PLAIN[keyword]()
 
 
 def _parse_windowed(keyword: str, args: list[tuple[str, int, int]], text: str, where: str) -> Layer:
@@ -341,9 +223,48 @@ def _parse_windowed(keyword: str, args: list[tuple[str, int, int]], text: str, w
     if not args:
         raise SpecError(f"{where}: missing its size; write it like '{examples[keyword]}'")
     size, sstart, send = args[0]
+    stride, padding = _window_options(keyword, args[1:], text, where)
+    if keyword == "res":
+        if not size.isdigit():
+            raise SpecError(
+                f"{where}: {size!r} is not a filter count; write it like 'res 64'"
+                + _caret(text, sstart, send)
+            )
+        return Residual(check_positive(int(size), where, "the filter count"), stride or 1)
+    if keyword == "conv":
+        match = re.fullmatch(r"(\d+)@(\d+)(?:x(\d+))?", size)
+        if not match:
+            raise SpecError(
+                f"{where}: {size!r} is not K@FxF; write it like 'conv 6@5x5'"
+                + _caret(text, sstart, send)
+            )
+        filters = check_positive(int(match[1]), where, "the filter count")
+        kernel = _kernel(match[2], match[3], where)
+        layer: Conv | Pool = Conv(
+            filters, kernel, stride or 1, "valid" if padding is None else padding
+        )
+    else:
+        match = re.fullmatch(r"(\d+)(?:x(\d+))?", size)
+        if not match:
+            raise SpecError(
+                f"{where}: {size!r} is not a window size; write it like '{examples[keyword]}'"
+                + _caret(text, sstart, send)
+            )
+        kernel = _kernel(match[1], match[2], where)
+        layer = Pool(
+            keyword[:3], kernel, stride or kernel[0], "valid" if padding is None else padding
+        )
+    check_padding(layer.padding, layer.kernel_size, where)
+    return layer
+
+
+def _window_options(
+    keyword: str, options: list[tuple[str, int, int]], text: str, where: str
+) -> tuple[int | None, Padding | None]:
+    """The `sS` stride and the padding after a windowed layer's size; None where not given."""
     stride: int | None = None
     padding: Padding | None = None
-    for token, tstart, tend in args[1:]:
+    for token, tstart, tend in options:
         low = token.lower()
         is_padding = low in ("same", "valid") or re.fullmatch(r"p\d+", low)
         if is_padding and padding is not None and keyword != "res":
@@ -363,75 +284,12 @@ def _parse_windowed(keyword: str, args: list[tuple[str, int, int]], text: str, w
                 + ("" if keyword == "res" else " and same, valid or pN (padding)")
                 + _caret(text, tstart, tend)
             )
-    if keyword == "res":
-        if not size.isdigit():
-            raise SpecError(
-                f"{where}: {size!r} is not a filter count; write it like 'res 64'"
-                + _caret(text, sstart, send)
-            )
-        return Residual(_positive(int(size), where, "the filter count"), stride or 1)
-    if keyword == "conv":
-        match = re.fullmatch(r"(\d+)@(\d+)(?:x(\d+))?", size)
-        if not match:
-            raise SpecError(
-                f"{where}: {size!r} is not K@FxF; write it like 'conv 6@5x5'"
-                + _caret(text, sstart, send)
-            )
-        filters = _positive(int(match[1]), where, "the filter count")
-        kernel = _kernel(match[2], match[3], where)
-        layer: Layer = Conv(filters, kernel, stride or 1, "valid" if padding is None else padding)
-    else:
-        match = re.fullmatch(r"(\d+)(?:x(\d+))?", size)
-        if not match:
-            raise SpecError(
-                f"{where}: {size!r} is not a window size; write it like '{examples[keyword]}'"
-                + _caret(text, sstart, send)
-            )
-        kernel = _kernel(match[1], match[2], where)
-        layer = Pool(
-            keyword[:3], kernel, stride or kernel[0], "valid" if padding is None else padding
-        )
-    check_padding(layer.padding, layer.kernel_size, where)
-    return layer
+    return stride, padding
 
 
 def _kernel(height: str, width: str | None, where: str) -> tuple[int, int]:
-    h = _positive(int(height), where, "the filter size")
-    return (h, _positive(int(width), where, "the filter size") if width else h)
-
-
-def _positive(value: int, where: str, what: str) -> int:
-    if value <= 0:
-        raise SpecError(f"{where}: {what} must be at least 1, got {value}")
-    if value >= MAX_ELEMENTS:
-        raise SpecError(f"{where}: {what} {value:,} is over the 2^31 cap")
-    return value
-
-
-def check_stride(stride: int, where: str) -> int:
-    if stride <= 0:
-        raise SpecError(
-            f"{where}: stride must be at least 1, got s{stride}; use s1 to visit every position"
-        )
-    if stride >= MAX_ELEMENTS:
-        raise SpecError(f"{where}: stride {stride:,} is over the 2^31 cap")
-    return stride
-
-
-def check_rate(rate: float, where: str) -> float:
-    if not 0.0 <= rate < 1.0:
-        raise SpecError(
-            f"{where}: dropout rate must be in [0, 1), got {rate:g}; 0.5 drops half the units"
-        )
-    return rate
-
-
-def check_padding(padding: Padding, kernel: tuple[int, int], where: str) -> None:
-    if isinstance(padding, int) and padding >= min(kernel):
-        raise SpecError(
-            f"{where}: padding p{padding} is not smaller than the {shape_text(kernel)} filter, so some windows "
-            f"would see only zeros; use p{min(kernel) - 1} or less, or 'same'"
-        )
+    h = check_positive(int(height), where, "the filter size")
+    return (h, check_positive(int(width), where, "the filter size") if width else h)
 
 
 # ----------------------------------------------------------------------------- YAML / JSON form
@@ -481,7 +339,7 @@ def from_dict(data: Any) -> Spec:
         )
     return Spec(
         tuple(shape), tuple(_layer_from_dict(entry, n) for n, entry in enumerate(layers, start=1))
-    )  # type: ignore[arg-type]
+    )
 
 
 def _layer_from_dict(entry: Any, number: int) -> Layer:
@@ -507,16 +365,16 @@ def _layer_from_dict(entry: Any, number: int) -> Layer:
         value = fields.get(name, default)
         if type(value) is not int:
             raise SpecError(f"{where}: '{name}' must be a whole number, got {value!r}")
-        return _positive(value, where, name)
+        return check_positive(value, where, name)
 
     if kind in ACTIVATIONS:
         return Activation(kind)
     if kind in ("bn", "flatten", "gap"):
-        return {"bn": BatchNorm, "flatten": Flatten, "gap": GlobalAvgPool}[kind]()
+        return _PLAIN[kind]()
     if kind == "fc":
         return Linear(number_field("out_features"))
     if kind == "dropout":
-        rate = fields.get("rate")
+        rate: Any = fields.get("rate")
         if type(rate) not in (int, float):
             raise SpecError(f"{where}: 'rate' must be a number in [0, 1), got {rate!r}")
         return Dropout(check_rate(float(rate), where))
@@ -539,7 +397,10 @@ def _kernel_field(value: Any, where: str) -> tuple[int, int]:
         value = [value, value]
     if not (isinstance(value, list) and len(value) == 2 and all(type(n) is int for n in value)):
         raise SpecError(f"{where}: 'kernel_size' must be F or [Fh, Fw], got {value!r}")
-    return (_positive(value[0], where, "kernel_size"), _positive(value[1], where, "kernel_size"))
+    return (
+        check_positive(value[0], where, "kernel_size"),
+        check_positive(value[1], where, "kernel_size"),
+    )
 
 
 def _padding_field(value: Any, where: str) -> Padding:

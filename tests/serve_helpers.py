@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-MNIST = REPO.parent / "shared" / "data" / "mnist"
+from conftest import REPO, need_mnist  # noqa: F401 - REPO is re-exported to the serve tests
 
 
 @functools.cache
@@ -44,11 +43,12 @@ def trained_run() -> Path:
 
 @functools.cache
 def mnist_test() -> tuple[np.ndarray, np.ndarray]:
-    """The real MNIST test split from ../shared/data: uint8 (10000, 28, 28) and labels."""
+    """The real MNIST test split (see conftest.need_mnist): uint8 (10000, 28, 28) and labels."""
     from cnnkit.data.idx import parse_idx
 
-    images = parse_idx((MNIST / "t10k-images-idx3-ubyte").read_bytes(), "t10k-images", 3)
-    labels = parse_idx((MNIST / "t10k-labels-idx1-ubyte").read_bytes(), "t10k-labels", 1)
+    mnist = need_mnist() / "mnist"
+    images = parse_idx((mnist / "t10k-images-idx3-ubyte").read_bytes(), "t10k-images", 3)
+    labels = parse_idx((mnist / "t10k-labels-idx1-ubyte").read_bytes(), "t10k-labels", 1)
     return images, labels
 
 
