@@ -233,3 +233,15 @@ def test_report_opens_in_chromium_without_errors(report_file, browser):
     assert failed == [] and errors == []
     assert loaded and count >= 8
     assert (ARTIFACTS / "report.png").stat().st_size > 10_000
+
+
+def test_evaluate_plots_draws_every_chart(report_file, tmp_path, capsys):
+    out = tmp_path / "plots"
+    run = str(report_file.parent)
+    assert main(["evaluate", run, "--data", "mnist-mini", "--plots", str(out)]) == 0
+    names = {"confusion", "confusion_normalised", "per_class", "top_losses", "curves"}
+    assert {p.stem for p in out.glob("*.png")} == names
+    for name in names:
+        image = Image.open(out / f"{name}.png")
+        assert image.width > 200 and len(np.unique(np.asarray(image.convert("L")))) > 5
+    assert "plots: " in capsys.readouterr().out
