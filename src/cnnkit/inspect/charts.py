@@ -10,8 +10,8 @@ Colours come from `colours`, one map per meaning.
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 from PIL import Image
@@ -20,6 +20,7 @@ from cnnkit.inspect import colours
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import Colormap
     from matplotlib.figure import Figure
 
@@ -43,8 +44,9 @@ def new_figure(width: float, height: float) -> Figure:
 
 def picture(figure: Figure) -> Image.Image:
     """The figure drawn by Agg, as an RGB Pillow image."""
-    figure.canvas.draw()
-    return Image.fromarray(np.asarray(figure.canvas.buffer_rgba())[..., :3].copy())
+    canvas = cast("FigureCanvasAgg", figure.canvas)  # attached by new_figure
+    canvas.draw()
+    return Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy())
 
 
 def _style(axes: Axes, title: str, x_title: str, y_title: str) -> None:
@@ -66,7 +68,7 @@ def _tick(value: float) -> str:
 
 
 def line_chart_figure(
-    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     title: str,
     x_title: str,
     y_title: str,
@@ -108,7 +110,7 @@ def line_chart_figure(
 
 
 def line_chart(
-    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     title: str,
     x_title: str,
     y_title: str,
@@ -202,7 +204,7 @@ def colour_bar(
         (1 / width, top / (height + 2 * top), strip / width, height / (height + 2 * top))
     )
     bar = figure.colorbar(ScalarMappable(Normalize(low, high), _colormap(table)), cax=axes)
-    bar.set_ticks(values, labels=[_tick(v) for v in values], fontsize=FONT)
+    bar.set_ticks(values.tolist(), labels=[_tick(v) for v in values], fontsize=FONT)
     bar.outline.set_edgecolor("#787878")
     return picture(figure)
 

@@ -35,14 +35,14 @@ PAD = 8
 
 
 @lru_cache(maxsize=8)
-def font(size: int = 15) -> ImageFont.FreeTypeFont:
+def font(size: int = 15) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size)  # Pillow >= 10.1: a scalable font
 
 
 def text_size(text: str, size: int = 15) -> tuple[int, int]:
     # getbbox is relative to the draw origin, and text is drawn at (0, 0): keep the top offset.
     _, _, right, bottom = font(size).getbbox(text + "gy")
-    return font(size).getbbox(text)[2] if text else 0, bottom + 3
+    return int(font(size).getbbox(text)[2]) if text else 0, int(bottom) + 3
 
 
 def wrap(text: str, width: int, size: int = 13) -> list[str]:
@@ -82,7 +82,9 @@ def tile(rgb: np.ndarray, size: int) -> Image.Image:
     """uint8 RGB array scaled up with NEAREST by a whole factor to about `size` px."""
     height, width = rgb.shape[:2]
     scale = max(1, round(size / max(height, width)))
-    return Image.fromarray(to_rgb(rgb)).resize((width * scale, height * scale), Image.NEAREST)
+    return Image.fromarray(to_rgb(rgb)).resize(
+        (width * scale, height * scale), Image.Resampling.NEAREST
+    )
 
 
 def blank(width: int, height: int) -> Image.Image:
