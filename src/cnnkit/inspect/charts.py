@@ -255,8 +255,12 @@ def heat_map_figure(
     if marks is not None:
         r, c = np.nonzero(marks)
         axes.scatter(c, r, marker="x", s=(0.5 * cell * 72 / DPI) ** 2, color="#00a0ff", lw=2)
-    bar = figure.colorbar(image, ax=axes, fraction=0.05, pad=0.02, aspect=max(rows, 8))
+    bar = figure.colorbar(image, ax=axes, fraction=0.05, pad=0.02)
     bar.ax.tick_params(labelsize=FONT)
+    if np.all(np.mod(values, 1) == 0):  # counts: no ticks at half an image
+        from matplotlib.ticker import MaxNLocator
+
+        bar.locator = MaxNLocator(integer=True)
     return figure
 
 
