@@ -254,7 +254,9 @@ def heat_map_figure(
             axes.text(c, r, text, ha="center", va="center", fontsize=size, color=colour)
     if marks is not None:
         r, c = np.nonzero(marks)
-        axes.scatter(c, r, marker="x", s=(0.5 * cell * 72 / DPI) ** 2, color="#00a0ff", lw=2)
+        # In the cell's top-right corner, small, so that the cell's number stays readable.
+        side = 0.3 * cell * 72 / DPI  # points
+        axes.scatter(c + 0.3, r - 0.3, marker="x", s=side**2, color="#00a0ff", lw=1.8)
     bar = figure.colorbar(image, ax=axes, fraction=0.05, pad=0.02)
     bar.ax.tick_params(labelsize=FONT)
     if np.all(np.mod(values, 1) == 0):  # counts: no ticks at half an image
