@@ -15,9 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from cnnkit.inspect import colours
-from cnnkit.inspect.charts import bar_chart, colour_bar, heat_map, line_chart
-
-__all__ = ["bar_chart", "colour_bar", "heat_map", "line_chart"]  # drawn by matplotlib
+from cnnkit.inspect.charts import bar_chart, colour_bar, heat_map, line_chart  # noqa: F401
 
 # The two maps under the names the figures use: signed values and values >= 0.
 DIVERGING = colours.table(colours.SIGNED)
