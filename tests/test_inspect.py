@@ -312,8 +312,7 @@ def test_the_page_gets_the_same_colour_maps_as_json():
 
 
 def text_boxes(figure, texts):
-    """Pixel boxes of matplotlib texts once drawn, the empty ones left out."""
-    figure.canvas.draw()
+    """Pixel boxes of matplotlib texts, the empty ones left out (after figure.canvas.draw())."""
     renderer = figure.canvas.get_renderer()
     return [t.get_window_extent(renderer) for t in texts if t.get_text()]
 
@@ -340,6 +339,7 @@ def test_bar_chart_labels_every_class_in_full_and_apart(names):
 
     values = np.linspace(0.2, 1.0, len(names))
     figure = bar_chart_figure(names, values, "accuracy per class", "accuracy", x_title="class")
+    figure.canvas.draw()  # lays the figure out, as saving it would
     labels = figure.axes[0].get_xticklabels()
     assert [t.get_text().replace("\n", " ") for t in labels] == names  # none cut or skipped
     assert_apart(text_boxes(figure, labels), figure)
@@ -350,6 +350,7 @@ def test_confusion_matrix_labels_100_classes_apart():
 
     matrix = np.random.default_rng(0).integers(0, 5, (100, 100))
     figure = heat_map_figure(matrix, draw.SEQUENTIAL, 0, 5, 12, LONG_NAMES, LONG_NAMES)
+    figure.canvas.draw()
     axes = figure.axes[0]
     assert len(figure.axes) == 2  # the matrix and its colour bar
     for labels in (axes.get_xticklabels(), axes.get_yticklabels()):
