@@ -365,9 +365,12 @@ def test_curves_put_the_legend_off_the_data_and_the_error_on_a_log_axis():
         "train error": ([1, 2, 3], [0.1, 0.01, 0.001]),
         "val error": ([1, 2, 3], [0.2, 0.05, 0.02]),
     }
-    figure = line_chart_figure(error, "error rate", "epoch", "error", log_y=True)
+    figure = line_chart_figure(error, "error rate", "epoch", "error", log_y=True, percent=True)
     axes = figure.axes[0]
     assert axes.get_yscale() == "log"
+    figure.canvas.draw()
+    shown = {t.get_text() for t in axes.get_yticklabels() if t.get_text()}
+    assert {"0.1%", "1%", "10%"} <= shown
     (legend,) = figure.legends
     figure.canvas.draw()
     legend_box = legend.get_window_extent(figure.canvas.get_renderer())

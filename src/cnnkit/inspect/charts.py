@@ -67,6 +67,26 @@ def _tick(value: float) -> str:
     return f"{value:.3g}"
 
 
+def _percent_axis(axes: Axes, log: bool) -> None:
+    """Label the y axis in percent. On a log axis spanning under about one decade, matplotlib
+    would print 6x10^-3 between the decades: label 2, 3 and 5 there instead (0.2%, 0.3%, 0.5%)."""
+    from matplotlib.ticker import FuncFormatter
+
+    def label(value: float, _position: int | None = None) -> str:
+        return f"{100 * value:.3g}%"
+
+    low, high = axes.get_ylim()
+    few = log and low > 0 and np.log10(high / low) < 1.3
+
+    def minor(value: float, _position: int | None = None) -> str:
+        leading = round(value / 10 ** np.floor(np.log10(value)))
+        return label(value) if few and leading in (2, 3, 5) else ""
+
+    axes.yaxis.set_major_formatter(FuncFormatter(label))
+    if log:
+        axes.yaxis.set_minor_formatter(FuncFormatter(minor))
+
+
 def line_chart_figure(
     series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     title: str,
@@ -75,10 +95,12 @@ def line_chart_figure(
     size: tuple[int, int] = (420, 280),
     y_range: tuple[float, float] | None = None,
     log_y: bool = False,
+    percent: bool = False,
 ) -> Figure:
     """Lines (with dots up to 30 points) and the legend under the axes, off the data.
 
     On a log axis, values <= 0 are left out (an error rate of exactly 0 has no place there).
+    `percent`: the values are fractions, labelled as percentages (0.004 -> "0.4%").
     """
     from matplotlib.ticker import MaxNLocator
 
@@ -98,6 +120,8 @@ def line_chart_figure(
             )
     if log_y and axes.lines:
         axes.set_yscale("log")
+    if percent and axes.lines:
+        _percent_axis(axes, log_y)
     if y_range is not None:
         axes.set_ylim(*y_range)
     if all(float(x).is_integer() for xs, _ in series.values() for x in xs):
@@ -117,19 +141,21 @@ def line_chart(
     size: tuple[int, int] = (420, 280),
     y_range: tuple[float, float] | None = None,
     log_y: bool = False,
+    percent: bool = False,
 ) -> Image.Image:
     """`line_chart_figure` drawn."""
-    return picture(line_chart_figure(series, title, x_title, y_title, size, y_range, log_y))
+    figure = line_chart_figure(series, title, x_title, y_title, size, y_range, log_y, percent)
+    return picture(figure)
 
 
 def tick_labels(labels: Sequence[str], slot: float) -> tuple[list[str], bool]:
-    """Labels for bars `slot` px apart: wrapped at spaces into <= 2 lines that fit, else turned.
+    """Labels for bars `slot` px apart: wrapped at spaces into <= 3 lines that fit, else turned.
 
     Returns (labels, turned). Turned labels are whole and vertical, one per slot.
     """
     chars = max(1, int(slot / CHAR_PX) - 1)
     wrapped = [textwrap.wrap(str(t), chars, break_long_words=False) or [""] for t in labels]
-    fits = all(len(lines) <= 2 and max(map(len, lines)) <= chars for lines in wrapped)
+    fits = all(len(lines) <= 3 and max(map(len, lines)) <= chars for lines in wrapped)
     if fits:
         return ["\n".join(lines) for lines in wrapped], False
     return [str(t) for t in labels], True
@@ -150,7 +176,7 @@ def bar_chart_figure(
     figure grows with the number of bars and with the longest label.
     """
     count = len(values)
-    slot = max(16, min(48, 640 // max(count, 1)))
+    slot = max(16, min(64, 640 // max(count, 1)))
     texts, turned = tick_labels(labels, slot)
     longest = max((len(t) for t in texts), default=0)
     extra = longest * CHAR_PX if turned else 16 * max((t.count("\n") + 1 for t in texts), default=1)

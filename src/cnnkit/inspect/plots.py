@@ -154,7 +154,7 @@ def curves_figure(records: Sequence[dict[str, Any]]) -> Image.Image:
         lines = {names[f]: series(f, error) for f in fields if series(f)[0]}
         if lines:
             y_title = "error rate, log scale" if error else "cross-entropy loss"
-            charts.append(draw.line_chart(lines, title, key, y_title, log_y=error))
+            charts.append(draw.line_chart(lines, title, key, y_title, log_y=error, percent=error))
     if not charts:
         return draw.framed(draw.label("metrics.jsonl has no loss or accuracy records", 16))
     return draw.framed(draw.titled(draw.stack(charts, vertical=False, gap=16), "training curves"))
