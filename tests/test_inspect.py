@@ -332,7 +332,14 @@ SIGN_NAMES = [f"speed limit {v}" for v in (20, 30, 50, 60, 70, 80, 100, 120)]
 
 
 @pytest.mark.parametrize(
-    "names", [LONG_NAMES, LONG_NAMES[:12], SIGN_NAMES, [str(i) for i in range(10)]]
+    "names",
+    [
+        LONG_NAMES,
+        LONG_NAMES[:12],
+        SIGN_NAMES,
+        [str(i) for i in range(10)],
+        list(map(str, range(32))),
+    ],
 )
 def test_bar_chart_labels_every_class_in_full_and_apart(names):
     from cnnkit.inspect.charts import bar_chart_figure

@@ -153,7 +153,7 @@ def tick_labels(labels: Sequence[str], slot: float) -> tuple[list[str], bool]:
 
     Returns (labels, turned). Turned labels are whole and vertical, one per slot.
     """
-    chars = max(1, int(slot / CHAR_PX) - 1)
+    chars = max(1, int(slot / CHAR_PX - 0.5))  # half a character to spare between labels
     wrapped = [textwrap.wrap(str(t), chars, break_long_words=False) or [""] for t in labels]
     fits = all(len(lines) <= 3 and max(map(len, lines)) <= chars for lines in wrapped)
     if fits:
