@@ -1,5 +1,5 @@
 """cnnkit.inspect: receptive-field arithmetic, views against real activations, Grad-CAM sanity,
-drawings and the `cnnkit inspect` command's errors."""
+colour maps, charts (labels in full and apart), drawings and the `cnnkit inspect` command's errors."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from cnnkit.cli import main
-from cnnkit.inspect import draw, figures
+from cnnkit.inspect import colours, draw, figures
 from cnnkit.inspect.gradcam import gradcam
 from cnnkit.inspect.invariance import dataset_invariance, image_invariance, shift
 from cnnkit.inspect.patches import top_patches
@@ -284,6 +284,125 @@ def test_colour_maps_are_the_documented_ones():
     assert tuple(draw.sequential(np.array([1.0]), 0, 1)[0]) == (252, 255, 164)
     inner = draw.sequential(np.array([0.25, 0.5, 0.75]), 0, 1).astype(int)  # between entries
     np.testing.assert_allclose(inner, [(87, 16, 110), (188, 55, 84), (249, 142, 9)], atol=2)
+
+
+def test_the_non_negative_map_is_matplotlibs_inferno():
+    """Reference: matplotlib's own 256-entry inferno table."""
+    import matplotlib
+
+    reference = np.array([matplotlib.colormaps["inferno"](i / 255)[:3] for i in range(256)])
+    ours = colours.table(colours.NON_NEGATIVE).astype(np.float64) / 255
+    assert np.abs(ours - reference).max() <= 7 / 255
+
+
+def test_the_page_gets_the_same_colour_maps_as_json():
+    """The page interpolates the hex stops linearly: that must give the pictures' colours."""
+    maps = json.loads(json.dumps(colours.web_colour_maps()))
+    assert set(maps) == {"signed", "non-negative"} and maps["signed"]["signed"] is True
+    for name, colour_map in maps.items():
+        stops = np.array([colours.rgb(h) for h in colour_map["stops"]], dtype=np.float64)
+        for t in np.linspace(0, 1, 41):  # as the page would: between the two nearest stops
+            at = t * (len(stops) - 1)
+            low = min(int(at), len(stops) - 2)
+            expected = stops[low] + (at - low) * (stops[low + 1] - stops[low])
+            lut = colours.table(colours.MAPS[name])
+            got = colours.lookup(lut, np.array(t)).astype(np.float64)
+            assert np.abs(got - expected).max() <= 4, (name, t)  # the table's step
+    assert draw.sequential is colours.non_negative and draw.diverging is colours.signed
+
+
+def text_boxes(figure, texts):
+    """Pixel boxes of matplotlib texts, the empty ones left out (after figure.canvas.draw())."""
+    renderer = figure.canvas.get_renderer()
+    return [t.get_window_extent(renderer) for t in texts if t.get_text()]
+
+
+def assert_apart(boxes, figure) -> None:
+    """No two boxes overlap, and each lies inside the figure (nothing cut at the edge)."""
+    width, height = figure.canvas.get_width_height()
+    for box in boxes:
+        assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= width and box.y1 <= height, box
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            assert not a.overlaps(b), (a, b)
+
+
+LONG_NAMES = [f"a rather long class name number {i}" for i in range(100)]
+SIGN_NAMES = [f"speed limit {v}" for v in (20, 30, 50, 60, 70, 80, 100, 120)]
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        LONG_NAMES,
+        LONG_NAMES[:12],
+        SIGN_NAMES,
+        [str(i) for i in range(10)],
+        list(map(str, range(32))),
+    ],
+)
+def test_bar_chart_labels_every_class_in_full_and_apart(names):
+    from cnnkit.inspect.charts import bar_chart_figure
+
+    values = np.linspace(0.2, 1.0, len(names))
+    figure = bar_chart_figure(names, values, "accuracy per class", "accuracy", x_title="class")
+    figure.canvas.draw()  # lays the figure out, as saving it would
+    labels = figure.axes[0].get_xticklabels()
+    assert [t.get_text().replace("\n", " ") for t in labels] == names  # none cut or skipped
+    assert_apart(text_boxes(figure, labels), figure)
+
+
+def test_confusion_matrix_labels_100_classes_apart():
+    from cnnkit.inspect.charts import heat_map_figure
+
+    matrix = np.random.default_rng(0).integers(0, 5, (100, 100))
+    figure = heat_map_figure(matrix, draw.SEQUENTIAL, 0, 5, 12, LONG_NAMES, LONG_NAMES)
+    figure.canvas.draw()
+    axes = figure.axes[0]
+    assert len(figure.axes) == 2  # the matrix and its colour bar
+    for labels in (axes.get_xticklabels(), axes.get_yticklabels()):
+        assert [t.get_text() for t in labels] == LONG_NAMES
+        assert_apart(text_boxes(figure, labels), figure)
+
+
+def test_curves_put_the_legend_off_the_data_and_the_error_on_a_log_axis():
+    from cnnkit.inspect.charts import line_chart_figure
+
+    error = {
+        "train error": ([1, 2, 3], [0.1, 0.01, 0.001]),
+        "val error": ([1, 2, 3], [0.2, 0.05, 0.02]),
+    }
+    figure = line_chart_figure(error, "error rate", "epoch", "error", log_y=True, percent=True)
+    axes = figure.axes[0]
+    assert axes.get_yscale() == "log"
+    figure.canvas.draw()
+    shown = {t.get_text() for t in axes.get_yticklabels() if t.get_text()}
+    assert {"0.1%", "1%", "10%"} <= shown
+    (legend,) = figure.legends
+    figure.canvas.draw()
+    legend_box = legend.get_window_extent(figure.canvas.get_renderer())
+    assert not legend_box.overlaps(axes.get_window_extent())
+
+
+def test_captions_wrap_to_their_column_and_keep_every_character():
+    caption = "class_with_a_very_long_name_7 0.93\ntrue another very long class name"
+    lines = draw.wrap(caption, 110, 13)
+    assert all(draw.text_size(line, 13)[0] <= 110 for line in lines) and len(lines) > 2
+    assert "".join(lines).replace(" ", "") == caption.replace("\n", "").replace(" ", "")
+    tiles = [draw.tile(np.full((8, 8), 200, np.uint8), 84)] * 3
+    picture = draw.grid(tiles, 3, [caption] * 3, caption_width=110)
+    assert picture.width <= 3 * (110 + 2) + 2 * 10  # columns as wide as the wrap, not the text
+
+
+def test_importing_the_drawing_modules_does_not_import_matplotlib():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, cnnkit.inspect.draw, cnnkit.inspect.plots, cnnkit.inspect.colours; "
+        "assert 'matplotlib' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def real_picture(image: Image.Image, min_size: tuple[int, int]) -> None:

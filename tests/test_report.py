@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from PIL import Image
 
 from cnnkit.cli import main
 from cnnkit.inspect.plots import evaluation_plots, top_losses
-from conftest import ARTIFACTS
+from conftest import ARTIFACTS, assert_golden
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +94,76 @@ def test_report_is_self_contained(report_file):
     assert "<td>conv2</td>" in page and "<td>16x16</td>" in page  # the plan table with its RF
 
 
+class Skeleton(HTMLParser):
+    """The page's elements, one a line and indented by depth: the tag, its class, an image's
+    alt text and a heading's words; a table is one line with its headers and its row count.
+    No image bytes and no measured numbers, which change with the machine's arithmetic."""
+
+    VOID = {"meta", "link", "img", "br"}
+    TABLE = {"thead", "tbody", "tr", "th", "td"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+        self.depth = 0
+        self.text: list[str] | None = None  # collecting a heading's or a header cell's words
+        self.headers: list[str] = []
+        self.rows = 0
+
+    def handle_decl(self, decl: str) -> None:
+        self.lines.append(f"<!{decl}>")
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self.TABLE:
+            self.rows += tag == "tr"
+            self.text = [] if tag == "th" else None
+            return
+        found = dict(attrs)
+        extra = "".join(f' {k}="{found[k]}"' for k in ("class", "alt", "lang") if found.get(k))
+        self.lines.append("  " * self.depth + f"<{tag}{extra}>")
+        self.text = [] if tag in ("h1", "h2", "title") else None
+        self.depth += tag not in self.VOID
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "th" and self.text is not None:
+            self.headers.append(" ".join(self.text))
+        elif tag == "table":
+            rows = self.rows - 1  # the header row
+            self.lines.append("  " * self.depth + f"{', '.join(self.headers)}; {rows} rows")
+        elif self.text and tag in ("h1", "h2", "title"):
+            self.lines.append("  " * self.depth + " ".join(self.text))
+        if tag not in self.TABLE:
+            self.depth -= 1
+        self.text = None
+
+    def handle_data(self, data: str) -> None:
+        if self.text is not None and data.strip():
+            self.text.append(data.strip())
+
+
+def skeleton(page: str, run: str) -> str:
+    parser = Skeleton()
+    parser.feed(page.replace(run, "RUN"))
+    return "\n".join(parser.lines) + "\n"
+
+
+def test_report_html_skeleton_is_the_golden_one(report_file):
+    page = report_file.read_text(encoding="utf-8")
+    assert_golden("report_skeleton.txt", skeleton(page, str(report_file.parent)))
+
+
+def test_report_without_data_renders_the_sections_it_can(report_file):
+    from cnnkit.inspect.report import collect
+    from cnnkit.inspect.report_html import render
+    from cnnkit.predict import load
+    from cnnkit.runs import read_metrics
+
+    run = report_file.parent
+    data = collect(load(run), str(run), read_metrics(run), None)
+    assert data.evaluation is None and data.filters is not None and len(data.metrics) == 3
+    assert_golden("report_skeleton_no_data.txt", skeleton(render(data), str(run)))
+
+
 def test_evaluation_plots_write_pngs_and_json(tmp_path):
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, 60)
@@ -162,3 +233,15 @@ def test_report_opens_in_chromium_without_errors(report_file, browser):
     assert failed == [] and errors == []
     assert loaded and count >= 8
     assert (ARTIFACTS / "report.png").stat().st_size > 10_000
+
+
+def test_evaluate_plots_draws_every_chart(report_file, tmp_path, capsys):
+    out = tmp_path / "plots"
+    run = str(report_file.parent)
+    assert main(["evaluate", run, "--data", "mnist-mini", "--plots", str(out)]) == 0
+    names = {"confusion", "confusion_normalised", "per_class", "top_losses", "curves"}
+    assert {p.stem for p in out.glob("*.png")} == names
+    for name in names:
+        image = Image.open(out / f"{name}.png")
+        assert image.width > 200 and len(np.unique(np.asarray(image.convert("L")))) > 5
+    assert "plots: " in capsys.readouterr().out

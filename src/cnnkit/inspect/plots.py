@@ -75,15 +75,16 @@ def confusion_figure(matrix: np.ndarray, names: Sequence[str], normalised: bool)
             "{:.0f}",
             "confusion matrix, counts",
         )
-    cell = 44 if classes <= 12 else 30 if classes <= 20 else max(6, 600 // classes)
+    # Cells of 12 px at least, so that every class keeps a readable label, up to 100 classes.
+    cell = 44 if classes <= 12 else 30 if classes <= 20 else max(12, 600 // classes)
     body = draw.heat_map(
         values,
         draw.SEQUENTIAL,
         0.0,
         high,
         cell,
-        row_labels=[str(n)[:10] for n in names],
-        col_labels=[str(n)[:4] for n in names],
+        row_labels=list(map(str, names)),
+        col_labels=list(map(str, names)),
         row_title="true class",
         col_title="predicted class",
         numbers=values if classes <= 20 else None,
@@ -115,35 +116,45 @@ def top_losses_figure(
         return draw.framed(draw.label("no wrong predictions: no top losses to show", 16))
     tiles = [draw.tile(images[item["index"]], 84) for item in losses]
     captions = [
-        f"{names[item['predicted']]} {item['prob_predicted']:.2f} / {names[item['true']]}"
+        f"{names[item['predicted']]} {item['prob_predicted']:.2f}\ntrue {names[item['true']]}"
         for item in losses
     ]
-    body = draw.grid(tiles, min(8, len(tiles)), captions)
-    note = "caption: predicted class, its probability / true class; most confident mistakes first"
+    # Captions wrap to their column (grid), so long class names never run into the next one.
+    body = draw.grid(tiles, min(8, len(tiles)), captions, gap=6, caption_width=110)
+    note = "caption: predicted class and its probability, then the true class; most confident first"
     return draw.framed(draw.titled(body, "top losses", note))
 
 
 def curves_figure(records: Sequence[dict[str, Any]]) -> Image.Image:
-    """Loss and accuracy against epoch (or step, when records come more often than per epoch)."""
+    """Loss, and the error rate (1 - accuracy) on a log axis, against epoch (or step, when
+    records come more often than once per epoch).
+
+    On a log axis 99.0% and 99.5% accuracy are as far apart as 80% and 90%: the differences that
+    matter late in training stay visible.
+    """
     epochs = [r.get("epoch") for r in records]
     by_epoch = all(e is not None for e in epochs) and len(set(epochs)) == len(epochs)
     key = "epoch" if by_epoch else "step"
     xs = [float(r.get(key) or 0) for r in records]
 
-    def series(field: str) -> tuple[list[float], list[float]]:
+    def series(field: str, error: bool = False) -> tuple[list[float], list[float]]:
         points = [
-            (x, r[field]) for x, r in zip(xs, records, strict=True) if r.get(field) is not None
+            (x, float(r[field]))
+            for x, r in zip(xs, records, strict=True)
+            if r.get(field) is not None
         ]
-        return [p[0] for p in points], [float(p[1]) for p in points]
+        return [p[0] for p in points], [1.0 - p[1] if error else p[1] for p in points]
 
     charts = []
-    for title, fields, y_range in (
-        ("loss", ("train_loss", "val_loss"), None),
-        ("accuracy", ("train_acc", "val_acc"), (0.0, 1.0)),
+    for title, fields, error in (
+        ("loss", ("train_loss", "val_loss"), False),
+        ("error rate (1 - accuracy)", ("train_acc", "val_acc"), True),
     ):
-        lines = {f.replace("_", " "): series(f) for f in fields if series(f)[0]}
+        names = {f: f.split("_")[0] + (" error" if error else " loss") for f in fields}
+        lines = {names[f]: series(f, error) for f in fields if series(f)[0]}
         if lines:
-            charts.append(draw.line_chart(lines, title, key, title, y_range=y_range))
+            y_title = "error rate, log scale" if error else "cross-entropy loss"
+            charts.append(draw.line_chart(lines, title, key, y_title, log_y=error, percent=error))
     if not charts:
         return draw.framed(draw.label("metrics.jsonl has no loss or accuracy records", 16))
     return draw.framed(draw.titled(draw.stack(charts, vertical=False, gap=16), "training curves"))
