@@ -23,3 +23,7 @@ class ConfigError(CnnkitError, ValueError):
 
 class ImageError(CnnkitError):
     """An image file that cannot be decoded (not an image, truncated, too large, disallowed format)."""
+
+
+class ImageTooLarge(ImageError):
+    """An image whose declared pixel count is over the decoding budget (refused before decoding)."""
