@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import os
 import stat
-from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
