@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cnnkit.data.images import DEFAULT_MAX_PIXELS
 from cnnkit.errors import CnnkitError, ConfigError, DataError, ImageError
 from cnnkit.metrics import classification_report
 from cnnkit.runs import load_model
@@ -42,6 +43,8 @@ class Classifier:
         layers = manifest["spec"].get("layers") or [{}]
         self._outputs_probs = layers[-1].get("type") == "softmax"
         self._normalisation: tuple[torch.Tensor, torch.Tensor] | None = None  # (scale, bias)
+        # Image files declaring more pixels are refused from their header (ImageTooLarge).
+        self.max_pixels: int | None = DEFAULT_MAX_PIXELS
 
     def __repr__(self) -> str:
         return (
@@ -61,7 +64,7 @@ class Classifier:
         from cnnkit.data import open_image, preprocess_image
 
         if isinstance(image, (str, os.PathLike)):
-            image = open_image(image)
+            image = open_image(image, max_pixels=self.max_pixels, draft=self.input_shape[:2])
         elif isinstance(image, np.ndarray):
             image = _array_image(image)
         elif not isinstance(image, Image.Image):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 from collections.abc import Iterable
+from typing import Any
 
 from cnnkit.data.images import DEFAULT_MAX_PIXELS
 from cnnkit.errors import ConfigError
@@ -57,22 +58,30 @@ def serve(
             "every /api request needs 'Authorization: Bearer <token>'; the page asks for it",
             flush=True,
         )
-    config = uvicorn.Config(
-        app,
-        http=LimitedHttpTools,
-        log_level="warning",
-        access_log=False,
-        backlog=BACKLOG,
-        limit_concurrency=max(16, min(max_connections, open_files_limit() - SPARE_FILES)),
-        timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
-        timeout_graceful_shutdown=3,
-    )
+    config = server_config(app, max_connections=max_connections)
     limit_logs()
     # uvicorn re-raises the Ctrl-C it handled; for a server, stopping is the normal end.
     with contextlib.suppress(KeyboardInterrupt):
         uvicorn.Server(config).run(sockets=[sock])
     print("stopped", flush=True)
     return 0
+
+
+def server_config(app: Any, *, max_connections: int = MAX_CONNECTIONS) -> Any:
+    """uvicorn's Config for `app` with cnnkit's limits: header size and time, keep-alive,
+    connections (never more than the open-file limit allows), and a graceful 3 s stop."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        http=LimitedHttpTools,
+        log_level="warning",
+        access_log=False,
+        backlog=BACKLOG,
+        limit_concurrency=min(max_connections, max(16, open_files_limit() - SPARE_FILES)),
+        timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
+        timeout_graceful_shutdown=3,
+    )
 
 
 def listen(host: str, port: int) -> socket.socket:
