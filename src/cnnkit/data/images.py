@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import stat
 from typing import BinaryIO
 
@@ -127,14 +126,9 @@ def _open_stream(
         if decode:
             image.load()
     except Image.DecompressionBombError as error:
-        # Pillow refuses past twice its limit inside Image.open, before the size is ours to see.
-        declared = re.search(r"\((\d+) pixels\)", str(error))
-        if max_pixels and declared and int(declared.group(1)) > max_pixels:
-            raise ImageTooLarge(
-                f"{name}: {int(declared.group(1)):,} pixels is over the budget of "
-                f"{max_pixels:,}; shrink the image, or raise --max-pixels"
-            ) from None
-        raise ImageError(
+        # Pillow refuses past twice its limit inside Image.open, before the size is ours to see;
+        # an ImageTooLarge all the same (the server answers 413).
+        raise ImageTooLarge(
             f"{name}: refused as a possible decompression bomb ({error}); "
             f"if the image is genuine, shrink it or raise PIL.Image.MAX_IMAGE_PIXELS"
         ) from None
