@@ -31,18 +31,33 @@ from cnnkit.serve.server import listen, server_config
 from test_predict import save_run
 
 
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG that declares width x height RGB and holds one row: enough for the header check."""
+def png_of_zeros(width: int, height: int, channels: int = 3, rows: int | None = None) -> bytes:
+    """A width x height PNG (RGB or RGBA) of zeros; with `rows`, only that many rows are stored,
+    which is enough for a header check and cheap to make."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         body = kind + data
         return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
 
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    pixels = zlib.compress(b"\0" * (3 * width + 1))
+    header = struct.pack(">IIBBBBB", width, height, 8, {3: 2, 4: 6}[channels], 0, 0, 0)
+    compressor = zlib.compressobj(6)
+    row = b"\0" * (channels * width + 1)
+    count = height if rows is None else rows
+    parts = [compressor.compress(row * 100) for _ in range(count // 100)]
+    parts.append(compressor.compress(row * (count % 100)))
+    pixels = b"".join(parts) + compressor.flush()
     return (
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
     )
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    return png_of_zeros(width, height, rows=1)
+
+
+def _peak_rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:"))
 
 
 # ----------------------------------------------------------------------------- pixel budget
@@ -96,6 +111,22 @@ def test_the_server_answers_413_with_json_before_decoding(tmp_path: Path):
         small = io.BytesIO()
         Image.new("RGB", (8, 8), (1, 2, 3)).save(small, format="PNG")
         assert client.post("/api/predict", content=small.getvalue()).status_code == 200
+
+
+@pytest.mark.slow
+def test_the_largest_accepted_image_costs_under_300_mb(tmp_path: Path):
+    from cnnkit.predict import load
+    from cnnkit.serve.service import Decoder
+
+    decoder = Decoder(load(save_run(tmp_path / "run")))
+    data = png_of_zeros(6300, 6300, channels=4)  # 39.7 MP RGBA, 159 MB decoded; 160 KB stored
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")  # reset the peak-RSS mark
+    before = _peak_rss_mb()
+    pixels = decoder.fit_now("the upload", data)
+    assert pixels.shape == (8, 8, 3)
+    assert _peak_rss_mb() - before < 300  # measured: +170 MB (decode; strips of ~8 MB after)
+    decoder.close()
 
 
 # ----------------------------------------------------------------------------- special files

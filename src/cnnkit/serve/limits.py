@@ -145,7 +145,7 @@ class RateLimit(logging.Filter):
             self._last.clear()
         self._last[key] = now
         held = self._held.pop(key, 0)
-        if held:
+        if held and last is not None:
             record.msg = f"{record.msg} ({held} more like this in the last {now - last:.0f} s)"
         return True
 

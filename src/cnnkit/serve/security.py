@@ -77,7 +77,7 @@ def allowed_hostnames(bind: str, extra: Iterable[str] = ()) -> frozenset[str]:
         hostname = socket.gethostname()
         names |= {hostname.lower(), socket.getfqdn().lower()}
         with contextlib.suppress(OSError):  # no resolver: the user can still pass --allow-host
-            names |= {info[4][0] for info in socket.getaddrinfo(hostname, None)}
+            names |= {str(info[4][0]) for info in socket.getaddrinfo(hostname, None)}
     else:
         names.add(bind.lower().strip("[]"))
     return frozenset(names)
@@ -97,6 +97,15 @@ def _plain(
     """::ffff:10.0.0.5 (an IPv4 client on a dual-stack socket) -> 10.0.0.5."""
     mapped = getattr(address, "ipv4_mapped", None)
     return mapped or address
+
+
+def _same_origin(origin: str, host: str) -> bool:
+    """True when `origin` is http(s)://<host>; an unparsable one ('http://[') is not."""
+    try:
+        parts = urlsplit(origin)
+        return parts.scheme in ("http", "https") and parts.netloc.lower() == host.lower()
+    except ValueError:
+        return False
 
 
 class HostOriginGuard:
@@ -127,16 +136,7 @@ class HostOriginGuard:
         origin = _header(scope, b"origin")
         if origin is not None:
             text = origin.decode("latin-1")
-            try:
-                parts = urlsplit(text)
-                netloc = parts.netloc
-            except ValueError:  # 'http://[' and other unparsable origins: cross-site by definition
-                parts, netloc = None, None
-            if (
-                parts is None
-                or parts.scheme not in ("http", "https")
-                or netloc.lower() != host.lower()
-            ):
+            if not _same_origin(text, host):
                 return await send_error(
                     send, 403, f"cross-origin request from {text[:80]!r} refused"
                 )
