@@ -158,8 +158,8 @@ def test_a_data_folder_skips_a_fifo_and_a_link_to_dev_zero(tmp_path: Path, monke
     assert len(dataset.splits["train"].images) == 2
     reasons = {Path(s["path"]).name: s["reason"] for s in dataset.skipped}
     assert reasons == {
-        "fifo.png": "not a regular file (FIFO or device)",
-        "zero.png": "not a regular file (FIFO or device)",
+        "fifo.png": "not a regular file (FIFO, device or broken link)",
+        "zero.png": "not a regular file (FIFO, device or broken link)",
     }
 
 
