@@ -11,6 +11,8 @@ Endpoints (every body in and out is bounded; every error is `{"error": "..."}`):
   POST /api/gradcam        Grad-CAM and saliency of a class, for an upload or an image id
   GET  /api/conv-step      the patch, filter, products and sum behind one conv activation
   GET  /healthz, /openapi.json, / (the page), /static/{name}
+An image declaring more than `max_pixels` gets 413 from its header alone; header size, header
+time and open connections are bounded below the app (`cnnkit.serve.limits`).
 Uploaded images are never written anywhere: the fitted pixels of the last few live in a
 bounded LRU keyed by a random id, which the page sends back for conv-step and Grad-CAM.
 Routes only translate: `service` reads and encodes, `cnnkit.inspect.explorer` computes.
