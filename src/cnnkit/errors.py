@@ -27,3 +27,7 @@ class ImageError(CnnkitError):
 
 class MissingExtraError(CnnkitError):
     """An optional package that a command needs is not installed; the message names the extra."""
+
+
+class ImageTooLarge(ImageError):
+    """An image whose declared pixel count is over the decoding budget (refused before decoding)."""

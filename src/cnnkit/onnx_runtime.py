@@ -69,6 +69,7 @@ class OnnxClassifier:
         self._outputs_probs = info["outputs"] == "probabilities"
         self._scale, self._bias = scale_and_bias(self.mean, self.std)
         self._input_name = session.get_inputs()[0].name
+        self.max_pixels: int | None = None  # decoding budget for paths (None: the default)
         # The run manifest's shape, so code written for Classifier.manifest reads it unchanged.
         self.manifest: dict[str, Any] = {
             "format": FORMAT,
@@ -94,7 +95,7 @@ class OnnxClassifier:
 
     def fit(self, image: ImageInput) -> np.ndarray:
         """One image (path, PIL image or uint8 array) -> uint8 (H, W, C); as Classifier.fit."""
-        return fit_image(image, self.input_shape, self.resize)
+        return fit_image(image, self.input_shape, self.resize, self.max_pixels)
 
     def preprocess(self, images: np.ndarray) -> np.ndarray:
         """uint8 (N, H, W, C) -> float32 (N, C, H, W), normalised: the model's input."""

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cnnkit.data.images import DEFAULT_MAX_PIXELS
 from cnnkit.errors import DataError
 from cnnkit.metrics import classification_report
 from cnnkit.preprocess import (  # image_files: kept importable from here for callers
@@ -50,6 +51,8 @@ class Classifier:
         layers = manifest["spec"].get("layers") or [{}]
         self._outputs_probs = layers[-1].get("type") == "softmax"
         self._normalisation: tuple[torch.Tensor, torch.Tensor] | None = None  # (scale, bias)
+        # Image files declaring more pixels are refused from their header (ImageTooLarge).
+        self.max_pixels: int | None = DEFAULT_MAX_PIXELS
 
     def __repr__(self) -> str:
         return (
@@ -64,7 +67,7 @@ class Classifier:
 
         Raises ImageError for a file that cannot be decoded or an array that is not an image.
         """
-        return fit_image(image, self.input_shape, self.resize)
+        return fit_image(image, self.input_shape, self.resize, self.max_pixels)
 
     def batches(self, images: np.ndarray, batch_size: int = 256) -> Iterator[torch.Tensor]:
         """uint8 (N, H, W, C) -> float (B, C, H, W) batches on the device, normalised.

@@ -27,17 +27,25 @@ PAD_VALUE = 0
 ALPHA_BACKGROUND = 255
 
 
-def fit_image(image: ImageInput, input_shape: tuple[int, int, int], resize: str) -> np.ndarray:
+def fit_image(
+    image: ImageInput,
+    input_shape: tuple[int, int, int],
+    resize: str,
+    max_pixels: int | None = None,
+) -> np.ndarray:
     """One image (path, PIL image or uint8 HxW / HxWxC array) -> uint8 (H, W, C) for the model.
 
-    Raises ImageError for a file that cannot be decoded or an array that is not an image.
+    A path is decoded within `max_pixels` (None: data.images' default budget), a JPEG straight
+    to about the model's size. Raises ImageError for a file that cannot be decoded or an array
+    that is not an image.
     """
     from PIL import Image
 
-    from cnnkit.data.images import open_image, preprocess_image
+    from cnnkit.data.images import DEFAULT_MAX_PIXELS, open_image, preprocess_image
 
     if isinstance(image, (str, os.PathLike)):
-        image = open_image(image)
+        budget = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+        image = open_image(image, max_pixels=budget, draft=input_shape[:2])
     elif isinstance(image, np.ndarray):
         image = array_image(image)
     elif not isinstance(image, Image.Image):

@@ -45,6 +45,21 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--max-upload", default="10MB", help="largest request body, e.g. 10MB, 512KB (default 10MB)"
     )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        metavar="N",
+        help="largest image, in pixels, decided from its header before decoding; larger get 413 "
+        "(default 40000000)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="open connections; past them a new one gets 503 at once (default 1000)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument(
         "--threads",
@@ -78,6 +93,7 @@ def read_token(path: str) -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from cnnkit.data.images import DEFAULT_MAX_PIXELS
     from cnnkit.serve.security import is_loopback
     from cnnkit.serve.server import serve
 
@@ -85,6 +101,10 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--port {args.port} is not a port; give 0-65535 (0 picks a free one)")
     if args.threads < 1:
         raise ConfigError(f"--threads {args.threads} must be at least 1")
+    if args.max_pixels is not None and args.max_pixels < 1:
+        raise ConfigError(f"--max-pixels {args.max_pixels} must be at least 1, e.g. 40000000")
+    if args.max_connections < 1:
+        raise ConfigError(f"--max-connections {args.max_connections} must be at least 1, e.g. 1000")
     max_upload = parse_size(args.max_upload)
     if not is_loopback(args.host) and not args.token_file:
         raise ConfigError(
@@ -98,6 +118,8 @@ def _serve(args: argparse.Namespace) -> int:
         token=read_token(args.token_file) if args.token_file else None,
         allow_hosts=args.allow_host,
         max_upload=max_upload,
+        max_connections=args.max_connections,
         device=args.device,
         threads=args.threads,
+        max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
     )

@@ -54,6 +54,13 @@ def register(subparsers) -> None:
     predict.add_argument(
         "--top-k", type=int, default=5, metavar="K", help="classes to show per image (default 5)"
     )
+    predict.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        metavar="N",
+        help="largest image, in pixels, read from its header before decoding (default 40000000)",
+    )
     _common(predict, batch_size=256)
     predict.set_defaults(handler=run_predict)
 
@@ -118,6 +125,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from cnnkit.render_use import render_predictions
 
     files = image_files(args.files)  # before loading, so a typo'd folder fails fast
+    max_pixels = _refuse_special_or_huge(files, args.max_pixels)
     if is_onnx_path(args.run):  # ONNX Runtime on the CPU: never imports torch
         classifier = load_onnx(args.run, args.input, args.classes)
     else:
@@ -125,6 +133,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
         _only_for_onnx(args)
         classifier = load(args.run, device=_device(args.device))
+    classifier.max_pixels = max_pixels
     results = classifier.predict(
         [str(file) for file in files], top_k=args.top_k, batch_size=args.batch_size
     )
@@ -147,3 +156,24 @@ def _only_for_onnx(args: argparse.Namespace) -> None:
         raise ConfigError(
             f"--input and --classes are for an .onnx model; {args.run} is a run, which records both"
         )
+
+
+def _refuse_special_or_huge(files: list[Any], max_pixels: int | None) -> int:
+    """The pixel budget; one line (exit 2) for a FIFO or device named like an image, or an image
+    whose header declares more pixels. Missing or corrupt files are reported beside the others."""
+    from cnnkit.data.images import DEFAULT_MAX_PIXELS, open_image
+    from cnnkit.errors import ConfigError, ImageError, ImageTooLarge
+
+    if max_pixels is not None and max_pixels < 1:
+        raise ConfigError(f"--max-pixels {max_pixels} must be at least 1, e.g. 40000000")
+    budget = max_pixels or DEFAULT_MAX_PIXELS
+    for file in files:
+        if file.exists() and not file.is_file():  # is_file follows links: /dev/zero is not one
+            raise ImageError(f"{file}: not a regular file (a FIFO or device); give image files")
+        try:
+            open_image(file, max_pixels=budget, decode=False)
+        except ImageTooLarge:
+            raise
+        except ImageError:
+            continue
+    return budget

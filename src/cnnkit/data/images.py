@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import io
 import os
-from pathlib import Path
+import stat
 from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from cnnkit.errors import ConfigError, DataError, ImageError
+from cnnkit.errors import ConfigError, DataError, ImageError, ImageTooLarge
 
 # Only these decoders ever run on user files: a smaller attack surface, and no Ghostscript for EPS.
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
@@ -26,6 +26,21 @@ EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 DATA_FORMATS = (*ALLOWED_FORMATS, "PPM")
 DATA_EXTENSIONS = (*EXTENSIONS, ".ppm", ".pgm", ".pbm", ".pnm")
 RESIZE_MODES = ("letterbox", "stretch", "crop")
+# Decoded pixels an image may declare: 40 MP is a 7300x5500 photo; its RGBA decode is 160 MB.
+DEFAULT_MAX_PIXELS = 40_000_000
+
+# Above this many pixels, images are reduced in strips before fitting (see preprocess_image).
+SHRINK_PIXELS = 4_000_000
+# EXIF orientation -> the transpose that shows the photo upright (as ImageOps.exif_transpose).
+_ORIENTATIONS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 # Magic numbers of formats people try, to name them in the refusal instead of "unrecognised".
 _KNOWN_OTHERS = {
@@ -38,42 +53,93 @@ _KNOWN_OTHERS = {
 
 
 def open_image(
-    path_or_fileobj: str | os.PathLike | BinaryIO, formats: tuple[str, ...] = ALLOWED_FORMATS
+    path_or_fileobj: str | os.PathLike | BinaryIO,
+    formats: tuple[str, ...] = ALLOWED_FORMATS,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    draft: tuple[int, int] | None = None,
+    decode: bool = True,
 ) -> Image.Image:
     """Open and fully decode one image of one of `formats`; raise ImageError naming the file.
 
-    A declared size above PIL.Image.MAX_IMAGE_PIXELS is an error (Pillow only warns below twice
-    the limit); the check reads the header only, so a bomb is refused without allocating it.
+    Args:
+        max_pixels: declared width x height above this is refused (ImageTooLarge) from the
+            header, before a pixel is decoded; None: only Pillow's own bomb limit applies.
+        draft: (height, width) the image will be fitted to; a JPEG is then decoded at the
+            smallest 1/2, 1/4 or 1/8 scale that is still at least that large.
+        decode: False returns the image with only its header read (for its size and mode).
+
+    A path is opened only when it is a regular file no larger than a raw image of `max_pixels`
+    could be: a FIFO or /dev/zero behind an image name must not hang or fill memory.
     """
     if isinstance(path_or_fileobj, (str, os.PathLike)):
         name = str(path_or_fileobj)
-        try:
-            data = Path(path_or_fileobj).read_bytes()
-        except OSError as error:
-            raise ImageError(f"{name}: cannot read the file ({error.strerror})") from error
+        stream: BinaryIO = _open_regular(name, max_pixels)
     else:
         name = str(getattr(path_or_fileobj, "name", "<image data>"))
-        data = path_or_fileobj.read()
-    if not data:
+        stream = path_or_fileobj
+        if not stream.seekable():
+            stream = io.BytesIO(stream.read())
+    try:
+        return _open_stream(stream, name, formats, max_pixels, draft, decode)
+    finally:
+        if stream is not path_or_fileobj:
+            stream.close()
+
+
+def _open_regular(path: str, max_pixels: int | None) -> BinaryIO:
+    """The file at `path`, opened for reading only if it is a regular file of bounded size."""
+    try:
+        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as error:
+        raise ImageError(f"{path}: cannot read the file ({error.strerror})") from error
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ImageError(
+            f"{path}: not a regular file (a FIFO, device or socket); images are read only from "
+            f"regular files: replace it with the image itself or remove it"
+        )
+    # The largest honest file: 4 bytes a pixel (an uncompressed RGBA BMP) plus metadata.
+    limit = 4 * max_pixels + (16 << 20) if max_pixels else None
+    if limit and info.st_size > limit:
+        os.close(fd)
+        raise ImageTooLarge(
+            f"{path}: {info.st_size:,} bytes is more than an image of the {max_pixels:,}-pixel "
+            f"budget can hold ({limit:,}); shrink the image, or raise --max-pixels"
+        )
+    return os.fdopen(fd, "rb")
+
+
+def _open_stream(
+    stream: BinaryIO,
+    name: str,
+    formats: tuple[str, ...],
+    max_pixels: int | None,
+    draft: tuple[int, int] | None,
+    decode: bool,
+) -> Image.Image:
+    head = stream.read(16)
+    stream.seek(0)
+    if not head:
         raise ImageError(f"{name}: empty file (0 bytes); replace it with a real image or remove it")
     try:
-        image = Image.open(io.BytesIO(data), formats=formats)  # reads the header only
-        limit = Image.MAX_IMAGE_PIXELS
-        # Pillow raises above twice the limit and only warns between 1x and 2x; cnnkit refuses
-        # both. Checked here rather than with warnings.catch_warnings, which is not thread-safe.
-        if limit and image.width * image.height > limit:
-            raise Image.DecompressionBombError(
-                f"declared size {image.width}x{image.height} = {image.width * image.height:,} "
-                f"pixels exceeds the limit of {limit:,}"
-            )
-        image.load()
+        image = Image.open(stream, formats=formats)  # reads the header only
+        _check_pixels(image, name, max_pixels)
+        if draft is not None and image.format == "JPEG":
+            image.draft(image.mode, (draft[1], draft[0]))  # DCT scaling: no full-size buffer
+        if decode:
+            image.load()
     except Image.DecompressionBombError as error:
-        raise ImageError(
+        # Pillow refuses past twice its limit inside Image.open, before the size is ours to see;
+        # an ImageTooLarge all the same (the server answers 413).
+        raise ImageTooLarge(
             f"{name}: refused as a possible decompression bomb ({error}); "
             f"if the image is genuine, shrink it or raise PIL.Image.MAX_IMAGE_PIXELS"
         ) from None
     except Image.UnidentifiedImageError:
-        kind = next((k for magic, k in _KNOWN_OTHERS.items() if data.startswith(magic)), None)
+        kind = next((k for magic, k in _KNOWN_OTHERS.items() if head.startswith(magic)), None)
         what = f"a {kind} file" if kind else "not a recognisable image"
         raise ImageError(
             f"{name}: {what}; only {', '.join(formats)} are read; convert it to PNG or remove it"
@@ -85,6 +151,24 @@ def open_image(
     return image
 
 
+def _check_pixels(image: Image.Image, name: str, max_pixels: int | None) -> None:
+    """Refuse a declared size over the budget, or over Pillow's limit, before decoding."""
+    pixels = image.width * image.height
+    if max_pixels and pixels > max_pixels:
+        raise ImageTooLarge(
+            f"{name}: {image.width}x{image.height} = {pixels:,} pixels is over the budget of "
+            f"{max_pixels:,}; shrink the image, or raise --max-pixels"
+        )
+    limit = Image.MAX_IMAGE_PIXELS
+    # Pillow raises above twice the limit and only warns between 1x and 2x; cnnkit refuses
+    # both. Checked here rather than with warnings.catch_warnings, which is not thread-safe.
+    if limit and pixels > limit:
+        raise Image.DecompressionBombError(
+            f"declared size {image.width}x{image.height} = {pixels:,} "
+            f"pixels exceeds the limit of {limit:,}"
+        )
+
+
 def to_array(image: Image.Image, channels: int | None = None) -> np.ndarray:
     """Any Pillow image -> uint8 (h, w, C) at its own size; C is `channels`, or 1/3 as stored.
 
@@ -93,6 +177,12 @@ def to_array(image: Image.Image, channels: int | None = None) -> np.ndarray:
     """
     if image.getexif().get(0x0112, 1) != 1:  # 0x0112: EXIF Orientation; 1 means upright
         image = ImageOps.exif_transpose(image)
+    pixels = _uint8_pixels(image)
+    return convert_channels(pixels, channels or pixels.shape[-1])
+
+
+def _uint8_pixels(image: Image.Image) -> np.ndarray:
+    """Any Pillow mode -> uint8 (h, w, 1 or 3), as stored; no EXIF orientation applied."""
     mode = image.mode
     if mode.startswith("I"):  # "I;16", "I;16B", "I": 16-bit grayscale as Pillow opens it
         wide = np.clip(np.asarray(image, dtype=np.int64), 0, 65535)
@@ -109,9 +199,7 @@ def to_array(image: Image.Image, channels: int | None = None) -> np.ndarray:
             pixels = pixels[..., 0]  # gray stays gray: all three channels are equal
     else:
         pixels = np.asarray(image.convert("RGB") if mode != "RGB" else image)
-    if pixels.ndim == 2:
-        pixels = pixels[..., None]
-    return convert_channels(pixels, channels or pixels.shape[-1])
+    return pixels[..., None] if pixels.ndim == 2 else pixels
 
 
 def convert_channels(images: np.ndarray, channels: int) -> np.ndarray:
@@ -177,9 +265,38 @@ def check_shape(shape: tuple[int, int, int], resize: str) -> tuple[int, int, int
 def preprocess_image(
     image: Image.Image, shape: tuple[int, int, int], resize: str = "letterbox"
 ) -> np.ndarray:
-    """One photo (any mode) -> uint8 (H, W, C), exactly as training images are fitted."""
+    """One photo (any mode) -> uint8 (H, W, C), exactly as training images are fitted.
+
+    An image over SHRINK_PIXELS is first box-reduced, strip by strip, to at least twice the
+    target size, so no full-size float, RGBA or RGB copy of it is ever made.
+    """
     height, width, channels = check_shape(shape, resize)
-    return fit_array(to_array(image, channels), (height, width), resize)
+    factor = min(image.width, image.height) // (2 * max(height, width))
+    if image.width * image.height > SHRINK_PIXELS and factor >= 2:
+        pixels = convert_channels(_reduced(image, factor), channels)
+    else:
+        pixels = to_array(image, channels)
+    return fit_array(pixels, (height, width), resize)
+
+
+def _reduced(image: Image.Image, factor: int) -> np.ndarray:
+    """uint8 (h / factor, w / factor, C): `to_array`'s pixels, box-averaged by `factor`.
+
+    Converted a strip of rows at a time: a 40 MP RGBA image costs its decode plus ~8 MB,
+    where converting it whole would copy it four times (RGBA, white, composite, RGB).
+    """
+    rows = factor * max(1, (1 << 20) // (image.width * factor))  # ~1 MP a strip, whole boxes
+    strips = []
+    for top in range(0, image.height, rows):
+        strip = _uint8_pixels(image.crop((0, top, image.width, min(top + rows, image.height))))
+        small = Image.fromarray(strip[..., 0] if strip.shape[2] == 1 else strip).reduce(factor)
+        strips.append(np.asarray(small))
+    reduced = Image.fromarray(np.concatenate(strips))
+    orientation = image.getexif().get(0x0112, 1)  # applied to the small image: same result
+    if orientation in _ORIENTATIONS:
+        reduced = reduced.transpose(_ORIENTATIONS[orientation])
+    pixels = np.asarray(reduced)
+    return pixels[..., None] if pixels.ndim == 2 else pixels
 
 
 def fit_images(

@@ -11,6 +11,8 @@ Endpoints (every body in and out is bounded; every error is `{"error": "..."}`):
   POST /api/gradcam        Grad-CAM and saliency of a class, for an upload or an image id
   GET  /api/conv-step      the patch, filter, products and sum behind one conv activation
   GET  /healthz, /openapi.json, / (the page), /static/{name}
+An image declaring more than `max_pixels` gets 413 from its header alone; header size, header
+time and open connections are bounded below the app (`cnnkit.serve.limits`).
 Uploaded images are never written anywhere: the fitted pixels of the last few live in a
 bounded LRU keyed by a random id, which the page sends back for conv-step and Grad-CAM.
 Routes only translate: `service` reads and encodes, `cnnkit.inspect.explorer` computes.
@@ -32,6 +34,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
+from cnnkit.data.images import DEFAULT_MAX_PIXELS
 from cnnkit.inspect.explorer import Explorer
 from cnnkit.predict import Classifier, load
 from cnnkit.serve.schemas import (
@@ -75,6 +78,7 @@ def create_app(
     max_upload: int = DEFAULT_MAX_UPLOAD,
     max_images: int = 32,
     max_wait: float = 0.0,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
     device: str = "cpu",
 ) -> FastAPI:
     """The ASGI app serving `run` (a run directory or a loaded Classifier), fixed for its life.
@@ -85,14 +89,17 @@ def create_app(
         max_upload: request bodies over this many bytes get 413.
         max_images: uploads kept for conv-step and Grad-CAM (LRU).
         max_wait: seconds the micro-batcher keeps gathering after a first request.
+        max_pixels: images declaring more pixels get 413, decided from the header alone.
     """
     classifier = run if isinstance(run, Classifier) else load(run, device=device)
-    service = Service(Explorer(classifier), max_images=max_images, max_wait=max_wait)
+    service = Service(
+        Explorer(classifier), max_images=max_images, max_wait=max_wait, max_pixels=max_pixels
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         yield
-        service.batcher.close()
+        service.close()
 
     app = FastAPI(
         title="cnnkit explorer",
@@ -186,8 +193,8 @@ def _add_prediction_routes(app: FastAPI, service: Service, model_info: dict[str,
         request: Request, k: int = Query(5, ge=1, le=1000, description="classes to return")
     ) -> Response:
         """Top-k classes of one image, sent as multipart 'file' or as the raw body."""
-        (blob,) = await service.read_blobs(request)
-        probs = await service.predict(blob)
+        (pixels,) = await service.read_images(request)
+        probs = await service.predict(pixels)
         # A prebuilt JSONResponse skips FastAPI's response validation: this is the hot path.
         return JSONResponse({"top": service.top(probs, k)})
 

@@ -77,7 +77,7 @@ def allowed_hostnames(bind: str, extra: Iterable[str] = ()) -> frozenset[str]:
         hostname = socket.gethostname()
         names |= {hostname.lower(), socket.getfqdn().lower()}
         with contextlib.suppress(OSError):  # no resolver: the user can still pass --allow-host
-            names |= {info[4][0] for info in socket.getaddrinfo(hostname, None)}
+            names |= {str(info[4][0]) for info in socket.getaddrinfo(hostname, None)}
     else:
         names.add(bind.lower().strip("[]"))
     return frozenset(names)
@@ -89,6 +89,23 @@ def _hostname(netloc: str) -> str:
     if netloc.startswith("["):
         return netloc[1 : netloc.find("]")] if "]" in netloc else netloc
     return netloc.rsplit(":", 1)[0] if netloc.count(":") == 1 else netloc
+
+
+def _plain(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """::ffff:10.0.0.5 (an IPv4 client on a dual-stack socket) -> 10.0.0.5."""
+    mapped = getattr(address, "ipv4_mapped", None)
+    return mapped or address
+
+
+def _same_origin(origin: str, host: str) -> bool:
+    """True when `origin` is http(s)://<host>; an unparsable one ('http://[') is not."""
+    try:
+        parts = urlsplit(origin)
+        return parts.scheme in ("http", "https") and parts.netloc.lower() == host.lower()
+    except ValueError:
+        return False
 
 
 class HostOriginGuard:
@@ -108,15 +125,38 @@ class HostOriginGuard:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         host = (_header(scope, b"host") or b"").decode("latin-1")
-        if _hostname(host) not in self.hostnames:
-            return await send_error(send, 403, f"host {host!r} is not allowed for this server")
+        if not self._allowed(_hostname(host), scope):
+            shown = host[:80]
+            return await send_error(
+                send,
+                403,
+                f"host {shown!r} is not allowed for this server; if it is this machine's name, "
+                f"start the server with --allow-host {_hostname(shown) or 'NAME'}",
+            )
         origin = _header(scope, b"origin")
         if origin is not None:
             text = origin.decode("latin-1")
-            parts = urlsplit(text)
-            if parts.scheme not in ("http", "https") or parts.netloc.lower() != host.lower():
-                return await send_error(send, 403, f"cross-origin request from {text!r} refused")
+            if not _same_origin(text, host):
+                return await send_error(
+                    send, 403, f"cross-origin request from {text[:80]!r} refused"
+                )
         await self.app(scope, receive, send)
+
+    def _allowed(self, hostname: str, scope: Scope) -> bool:
+        """In the allowlist, or the very IP address the client connected to.
+
+        An IP literal cannot be rebound by DNS, and the one the connection reached is this
+        machine's own, so a server bound to 0.0.0.0 answers at every one of its addresses.
+        """
+        if hostname in self.hostnames:
+            return True
+        server = scope.get("server")
+        if not server or not hostname:
+            return False
+        try:
+            return ipaddress.ip_address(hostname) == _plain(ipaddress.ip_address(server[0]))
+        except ValueError:
+            return False
 
 
 class _TooLarge(Exception):

@@ -5,10 +5,14 @@ from __future__ import annotations
 import contextlib
 import socket
 from collections.abc import Iterable
+from typing import Any
 
+from cnnkit.data.images import DEFAULT_MAX_PIXELS
 from cnnkit.errors import ConfigError
+from cnnkit.serve.limits import KEEP_ALIVE_TIMEOUT, MAX_CONNECTIONS, LimitedHttpTools, limit_logs
 
 BACKLOG = 2048  # connections that may wait before uvicorn accepts them
+SPARE_FILES = 128  # descriptors kept free of connections: the model, logs, torch's threads
 
 
 def serve(
@@ -19,6 +23,8 @@ def serve(
     token: str | None = None,
     allow_hosts: Iterable[str] = (),
     max_upload: int,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_connections: int = MAX_CONNECTIONS,
     device: str = "cpu",
     threads: int = 1,
 ) -> int:
@@ -41,6 +47,7 @@ def serve(
         token=token,
         hostnames=allowed_hostnames(host, list(allow_hosts)),
         max_upload=max_upload,
+        max_pixels=max_pixels,
         device=str(resolved),
     )
     # Bind first, so that --port 0 has a real port to print before serving starts.
@@ -51,12 +58,30 @@ def serve(
             "every /api request needs 'Authorization: Bearer <token>'; the page asks for it",
             flush=True,
         )
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=3)
+    config = server_config(app, max_connections=max_connections)
+    limit_logs()
     # uvicorn re-raises the Ctrl-C it handled; for a server, stopping is the normal end.
     with contextlib.suppress(KeyboardInterrupt):
         uvicorn.Server(config).run(sockets=[sock])
     print("stopped", flush=True)
     return 0
+
+
+def server_config(app: Any, *, max_connections: int = MAX_CONNECTIONS) -> Any:
+    """uvicorn's Config for `app` with cnnkit's limits: header size and time, keep-alive,
+    connections (never more than the open-file limit allows), and a graceful 3 s stop."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        http=LimitedHttpTools,
+        log_level="warning",
+        access_log=False,
+        backlog=BACKLOG,
+        limit_concurrency=min(max_connections, max(16, open_files_limit() - SPARE_FILES)),
+        timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
+        timeout_graceful_shutdown=3,
+    )
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -76,6 +101,23 @@ def listen(host: str, port: int) -> socket.socket:
     # Connections wait in the backlog from now on, so the printed URL works at once.
     sock.listen(BACKLOG)
     return sock
+
+
+def open_files_limit() -> int:
+    """Raise this process's open-file limit to its hard limit (a 1024 soft limit is common);
+    return the limit now in force."""
+    try:
+        import resource
+    except ImportError:  # not POSIX: nothing to raise
+        return 1 << 16
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else 1 << 16
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return soft if soft != resource.RLIM_INFINITY else 1 << 16
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        soft = wanted
+    return soft
 
 
 def _shown(host: str) -> str:

@@ -1,39 +1,49 @@
 """What the routes do between HTTP and the model: uploads in, JSON bodies out.
 
-Uploads are read with bounds, sniffed, decoded and fitted to the model's input; the last few are
-held in a bounded LRU keyed by a random id. Predictions go through the micro-batcher. Everything
+Uploads are read with bounds, sniffed, checked against the pixel budget from their header, then
+decoded and fitted to the model's input in lanes by size (`Decoder`); the last few are held in a
+bounded LRU keyed by a random id. Predictions go through the micro-batcher. Everything
 computed comes from `cnnkit.inspect` (the Explorer, the overlay); this module only encodes it:
 arrays as PNG or base64 float32, a user error as 422.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import io
+import os
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from fastapi import Request
-from fastapi.concurrency import run_in_threadpool
 from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from cnnkit.data.images import ALLOWED_FORMATS, open_image
-from cnnkit.errors import CnnkitError
+from cnnkit.data.images import ALLOWED_FORMATS, DEFAULT_MAX_PIXELS, open_image
+from cnnkit.errors import CnnkitError, ImageTooLarge
 from cnnkit.inspect.draw import sequential
 from cnnkit.inspect.explorer import Explorer, LayerMaps
 from cnnkit.inspect.overlay import heat_colours, overlay
 from cnnkit.serve.batching import MicroBatcher, Overloaded
 
+if TYPE_CHECKING:
+    from cnnkit.predict import Classifier
+
 MAX_BATCH_FILES = 64  # files in one /api/predict/batch request
-# Smaller uploads decode on the event loop (~0.1 ms); larger ones in a thread.
-INLINE_DECODE_BYTES = 256 * 1024
+# Declared pixels up to this decode on the event loop (a 256x256 PNG: ~0.3 ms); more in a thread.
+INLINE_PIXELS = 256 * 256
+# Above this an image takes the one-at-a-time lane: its decode holds up to 4 bytes a pixel
+# (160 MB at the 40 MP budget), so two at once would pass the ~300 MB an upload may cost.
+LARGE_PIXELS = 4_000_000
+MAX_LARGE_WAITING = 4  # large decodes queued behind the running one; more get 503
 
 
 def png(pixels: np.ndarray) -> str:
@@ -52,8 +62,16 @@ def _sniff(data: bytes) -> bool:
     ) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
 
 
-def decode(data: bytes, what: str = "the upload") -> Image.Image:
-    """Bytes -> a decoded PIL image, or 400 (empty), 415 (other format), 422 (bomb or corrupt)."""
+def decode(
+    data: bytes,
+    what: str = "the upload",
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    draft: tuple[int, int] | None = None,
+    header_only: bool = False,
+) -> Image.Image:
+    """Bytes -> a decoded PIL image, or 400 (empty), 415 (other format), 413 (over the pixel
+    budget, from the header alone) or 422 (bomb or corrupt). `header_only`: only the header read."""
     if not data:
         raise HTTPException(400, f"{what} is empty; send an image as the body or a 'file' field")
     if not _sniff(data):
@@ -61,9 +79,63 @@ def decode(data: bytes, what: str = "the upload") -> Image.Image:
             415, f"{what} is not an image of an allowed format; send {', '.join(ALLOWED_FORMATS)}"
         )
     try:
-        return open_image(io.BytesIO(data))
+        return open_image(
+            io.BytesIO(data), max_pixels=max_pixels, draft=draft, decode=not header_only
+        )
+    except ImageTooLarge as error:
+        raise HTTPException(
+            413,
+            str(error)
+            .replace("--max-pixels", "the server's --max-pixels")
+            .replace("<image data>", what),
+        ) from None
     except CnnkitError as error:  # open_image names the file '<image data>': no path to leak
         raise HTTPException(422, str(error).replace("<image data>", what)) from None
+
+
+class Decoder:
+    """Upload bytes -> fitted pixels, in lanes by the size the header declares.
+
+    Small images decode on the event loop, medium ones in a pool sized to the cores, and large
+    ones one at a time in their own thread: a maximal image never holds up a small request, and
+    at most one full-size decode is in memory. Nothing decodes in the batcher's thread.
+    """
+
+    def __init__(self, classifier: Classifier, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
+        self.classifier = classifier
+        self.max_pixels = max_pixels
+        self.draft = classifier.input_shape[:2]
+        self.pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="cnnkit-decode")
+        self.large = ThreadPoolExecutor(1, thread_name_prefix="cnnkit-decode-large")
+        self.large_waiting = 0
+
+    async def fit(self, what: str, data: bytes) -> np.ndarray:
+        """One upload fitted to the model's input: uint8 (H, W, C); HTTPException when bad."""
+        header = decode(data, what, max_pixels=self.max_pixels, header_only=True)
+        pixels = header.width * header.height
+        if pixels <= INLINE_PIXELS:
+            return self.fit_now(what, data)
+        loop = asyncio.get_running_loop()
+        if pixels <= LARGE_PIXELS:
+            return await loop.run_in_executor(self.pool, self.fit_now, what, data)
+        if self.large_waiting > MAX_LARGE_WAITING:
+            raise HTTPException(503, "server busy decoding large images; retry shortly")
+        self.large_waiting += 1
+        try:
+            return await loop.run_in_executor(self.large, self.fit_now, what, data)
+        finally:
+            self.large_waiting -= 1
+
+    def fit_now(self, what: str, data: bytes) -> np.ndarray:
+        image = decode(data, what, max_pixels=self.max_pixels, draft=self.draft)
+        try:
+            return self.classifier.fit(image)
+        except CnnkitError as error:
+            raise HTTPException(422, f"{what}: {error}") from None
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.large.shutdown(wait=False, cancel_futures=True)
 
 
 @contextlib.contextmanager
@@ -101,15 +173,27 @@ class ImageStore:
 
 
 class Service:
-    """The served Explorer, the held uploads and the prediction batcher; one per app."""
+    """The served Explorer, the held uploads, the decoder and the prediction batcher; one per app."""
 
-    def __init__(self, explorer: Explorer, max_images: int = 32, max_wait: float = 0.0) -> None:
+    def __init__(
+        self,
+        explorer: Explorer,
+        max_images: int = 32,
+        max_wait: float = 0.0,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ) -> None:
         self.explorer = explorer
         self.classifier = explorer.classifier
         self.images = ImageStore(max_images)
-        self.batcher: MicroBatcher[tuple[str, bytes], np.ndarray | HTTPException] = MicroBatcher(
-            self._decode_and_predict, max_wait=max_wait
+        self.decoder = Decoder(self.classifier, max_pixels)
+        # The batcher's thread only runs forwards: decoding happens before, in the decoder.
+        self.batcher: MicroBatcher[np.ndarray, np.ndarray] = MicroBatcher(
+            explorer.predict_batch, max_wait=max_wait
         )
+
+    def close(self) -> None:
+        self.batcher.close()
+        self.decoder.close()
 
     # --------------------------------------------------------------- inputs
 
@@ -118,9 +202,7 @@ class Service:
     ) -> list[np.ndarray]:
         """The request's image(s), decoded and fitted to the model's input: uint8 (H, W, C)."""
         blobs = await self.read_blobs(request, field, many)
-        if sum(len(data) for _, data in blobs) > INLINE_DECODE_BYTES:
-            return await run_in_threadpool(self._fit_all, blobs)
-        return self._fit_all(blobs)
+        return [await self.decoder.fit(what, data) for what, data in blobs]
 
     async def read_blobs(
         self, request: Request, field: str = "file", many: bool = False
@@ -142,43 +224,14 @@ class Service:
             blobs.append(("the upload", await request.body()))
         return blobs
 
-    def _fit_all(self, blobs: Sequence[tuple[str, bytes]]) -> list[np.ndarray]:
-        fitted = []
-        for what, data in blobs:
-            image = decode(data, what)
-            try:
-                fitted.append(self.classifier.fit(image))
-            except CnnkitError as error:
-                raise HTTPException(422, f"{what}: {error}") from None
-        return fitted
-
     # --------------------------------------------------------------- prediction
 
-    async def predict(self, blob: tuple[str, bytes]) -> np.ndarray:
-        """One upload's probabilities (classes,), predicted in a batch with its neighbours."""
+    async def predict(self, pixels: np.ndarray) -> np.ndarray:
+        """One fitted image's probabilities (classes,), predicted in a batch with its neighbours."""
         try:
-            probs = await self.batcher.submit(blob)
+            return await self.batcher.submit(pixels)
         except Overloaded as error:
             raise HTTPException(503, f"server busy: {error}; retry shortly") from None
-        if isinstance(probs, HTTPException):
-            raise probs
-        return probs
-
-    def _decode_and_predict(
-        self, blobs: Sequence[tuple[str, bytes]]
-    ) -> list[np.ndarray | HTTPException]:
-        """The batcher's work: decoding here, in its thread, keeps the event loop free for HTTP
-        parsing. A bad image fails only its own request: its slot holds the error instead of
-        probabilities."""
-        fitted: list[np.ndarray | HTTPException] = []
-        for blob in blobs:
-            try:
-                fitted.extend(self._fit_all([blob]))
-            except HTTPException as error:
-                fitted.append(error)
-        good = [item for item in fitted if isinstance(item, np.ndarray)]
-        probs = iter(self.explorer.predict_batch(good) if good else [])
-        return [item if isinstance(item, HTTPException) else next(probs) for item in fitted]
 
     def top(self, probs: np.ndarray, k: int) -> list[dict[str, Any]]:
         return self.explorer.top(probs, k)
