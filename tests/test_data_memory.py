@@ -168,3 +168,39 @@ def test_bad_data_memory():
         match=r"data_memory='ssd' is not known; use one of auto, ram, disk \(auto: ram when",
     ):
         memory_mode("ssd", 1)
+
+
+def _train(tmp_path, root, name: str, memory: str, capsys) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    from cnnkit import runs
+    from cnnkit.cli import main
+
+    out = tmp_path / name
+    args = ["train", "--data", str(root), "--model", TINY_FOLDER, "--epochs", "2"]
+    args += ["--batch-size", "8", "--val-split", "0.25", "--augment", "translate=1,flip"]
+    args += ["--device", "cpu", "--quiet", "--out", str(out), "--data-memory", memory]
+    assert main(args) == 0, capsys.readouterr().err
+    return load_file(str(out / runs.WEIGHTS))
+
+
+TINY_FOLDER = "12x12x1 > conv 4@3x3 same > bn > relu > flatten > fc 2"
+
+
+def test_training_from_disk_gives_bitwise_the_weights_of_ram(tmp_path, capsys):
+    root = make_folder(tmp_path / "t", {"a": 16, "b": 16})
+    ram = _train(tmp_path, root, "ram", "ram", capsys)
+    disk = _train(tmp_path, root, "disk", "disk", capsys)
+    assert ram.keys() == disk.keys()
+    assert all(torch.equal(ram[key], disk[key]) for key in ram)
+
+
+def test_a_bad_data_memory_is_one_line_from_the_cli(tmp_path, capsys):
+    from cnnkit.cli import main
+
+    root = make_folder(tmp_path / "t", {"a": 4, "b": 4})
+    args = ["train", "--data", str(root), "--model", TINY_FOLDER, "--batch-size", "4"]
+    args += ["--data-memory", "ssd"]
+    assert main([*args, "--device", "cpu", "--quiet", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "data_memory='ssd' is not known" in err

@@ -56,6 +56,8 @@ class TrainConfig:
     model: str = presets.DEFAULT_PRESET  # preset name, '>' notation, or .yaml/.json spec file
     data: str = "mnist-mini"  # data source: mnist-mini (embedded), mnist, a folder, an .npz file
     data_dir: str | None = None  # where downloaded data sets are kept (None: CNNKIT_DATA, cache)
+    data_memory: str = "auto"  # ram | disk (batches read from the memory-mapped cache) | auto:
+    # ram when a split fits half the available memory; disk gives bitwise the same batches
     input: str | None = None  # HxWxC: train the model on this input shape instead of its own
     resize: str | None = None  # letterbox|stretch|crop for another aspect ratio (None: refuse)
     epochs: int = 1  # passes over the training split (MNIST: 99.17-99.35% test after one)
@@ -767,6 +769,7 @@ def _loaders(
         augment=parse_augment(config.augment),
         seed=config.seed,
         channels_last=config.channels_last,
+        data_memory=config.data_memory,
     )
     if setup.val is None:
         return train, None
@@ -779,6 +782,7 @@ def _loaders(
         shuffle=False,
         drop_last=False,
         channels_last=config.channels_last,
+        data_memory=config.data_memory,
     )
     return train, val
 

@@ -27,6 +27,7 @@ _CONFIG_OPTIONS = (
     "model", "data", "data_dir", "input", "resize", "epochs", "batch_size", "lr", "optimizer",
     "schedule", "weight_decay", "label_smoothing", "augment", "val_split", "val", "target_acc",
     "eval_every", "checkpoint_every", "seed", "device", "precision", "compile", "out", "overwrite",
+    "data_memory",
 )  # fmt: skip
 
 
@@ -42,6 +43,7 @@ def register(subparsers) -> None:
     add("--model", metavar="MODEL", help="preset, '>' notation or spec file (default: digits)")
     add("--data", metavar="SOURCE", help="mnist-mini (default, embedded), mnist, a folder, an .npz")
     add("--data-dir", metavar="DIR", help="where downloaded data sets are kept")
+    add("--data-memory", metavar="M", help="auto (default), ram, or disk: batches read from disk")
     add("--input", metavar="HxWxC", help="train the model on this input shape, e.g. 28x28x1")
     add("--resize", metavar="MODE", help=f"fit images of another aspect ratio: {RESIZE_HELP}")
     add("--roi-crop", action="store_true", help="GTSRB's layout: crop images to their signs")
