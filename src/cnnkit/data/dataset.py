@@ -171,7 +171,7 @@ class RowView:
 
 def _take(split: Split, index: np.ndarray) -> Split:
     """The rows `index` of `split`: copied when in memory, a RowView when memory-mapped."""
-    images = split.images
+    images: np.ndarray | RowView = split.images
     if isinstance(images, RowView):
         images = RowView(images.base, images.index[index])
     elif isinstance(images, np.memmap):

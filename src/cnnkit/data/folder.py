@@ -382,11 +382,11 @@ class _Sink:
             )
         splits = {}
         for split, images in self.images.items():
-            if isinstance(images, NpyWriter) and self.cache is not None:
+            if isinstance(images, np.ndarray):
+                splits[split] = Split(images[: len(labels[split])], labels[split])
+            elif self.cache is not None:
                 save_npy(_array_path(self.cache, split, "labels"), labels[split])
                 splits[split] = Split(load_npy(images.commit()), labels[split])
-            else:
-                splits[split] = Split(images[: len(labels[split])], labels[split])
         return splits
 
     def discard(self) -> None:

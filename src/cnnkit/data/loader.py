@@ -25,6 +25,7 @@ import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -131,9 +132,10 @@ class DeviceLoader:
             raise ConfigError(
                 f"device={str(device)!r} but CUDA is not available here; use device='cpu'"
             )
-        self.dtype = _DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
-        if not isinstance(self.dtype, torch.dtype) or not self.dtype.is_floating_point:
+        chosen = _DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
+        if not isinstance(chosen, torch.dtype) or not chosen.is_floating_point:
             raise ConfigError(f"dtype={dtype!r} must be one of {', '.join(_DTYPES)}")
+        self.dtype: torch.dtype = chosen
         count, height, width, channels = split.images.shape
         # Shifts read from a copy padded once (zeros for translate, mirror for crop), so a
         # batch's gather, shift and flip are one indexing operation with no per-batch padding.
@@ -149,11 +151,11 @@ class DeviceLoader:
         self.rank, self.world_size = rank, world_size
         padded = (height + 2 * self.pad) * (width + 2 * self.pad) * channels
         self.data_memory = memory_mode(data_memory, count * padded * (1 + augment.flip))
+        # ram: the store on the device (N or 2N, H+2p, W+2p, C) uint8; disk: the host's
+        # (N, H, W, C) uint8, usually a memory map, read a batch at a time.
+        self.images: torch.Tensor | np.ndarray = split.images
         if self.data_memory == "ram":
-            self.images = self._to_device(split.images)  # (N or 2N, H+2p, W+2p, C) uint8
-            self.rows_view = _rows_view(self.images, width)
-        else:
-            self.images = split.images  # (N, H, W, C) uint8 on the host, usually a memory map
+            self.images = self._to_device(split.images)
         self.labels = torch.from_numpy(np.asarray(split.labels, dtype=np.int64)).to(self.device)
         self.scale, self.bias = normalisation(mean, std, self.device)  # (C,) each
 
@@ -189,7 +191,7 @@ class DeviceLoader:
         mirrored copy after the originals (n or 2n, H+2p, W+2p, C)."""
         out = images
         if self.pad:
-            mode = "reflect" if self.augment.crop else "constant"
+            mode: Literal["reflect", "constant"] = "reflect" if self.augment.crop else "constant"
             out = np.pad(images, ((0, 0), (self.pad,) * 2, (self.pad,) * 2, (0, 0)), mode=mode)
         if self.augment.flip:
             # A mirrored copy beside the originals: a flip is then a choice of row, not a copy
@@ -267,40 +269,30 @@ class DeviceLoader:
 
     def _gather(self, rows: torch.Tensor, draws: Draws) -> tuple[torch.Tensor, torch.Tensor]:
         labels = self.labels[rows]
-        if self.data_memory == "ram":
-            return self._augment(self.rows_view, self.images.shape, rows, self.count, draws), labels
+        if isinstance(self.images, torch.Tensor):
+            return self._augment(self.images, rows, self.count, draws), labels
         ordered, where = torch.sort(rows.cpu())
         local = torch.empty_like(where)
         local[where] = torch.arange(len(where))  # position of each row in the sorted read
         # One read of the sorted rows: a memory map then reads in file order, each page once.
         store = self._to_device(np.asarray(self.images[ordered.numpy()]))
-        view = _rows_view(store, self.width)
-        x = self._augment(view, store.shape, local.to(self.device), len(ordered), draws)
-        return x, labels
+        return self._augment(store, local.to(self.device), len(ordered), draws), labels
 
     def _augment(
-        self,
-        rows_view: torch.Tensor,
-        shape: torch.Size,
-        rows: torch.Tensor,
-        count: int,
-        draws: Draws,
+        self, store: torch.Tensor, rows: torch.Tensor, count: int, draws: Draws
     ) -> torch.Tensor:
         """Gather rows of a store (count originals, then their mirror images), shift, flip, cut."""
         height, width, batch = self.height, self.width, len(rows)
-        _, padded_height, padded_width, channels = shape
+        _, padded_height, padded_width, channels = store.shape
         sample = rows
         if draws.flip is not None:
             sample = rows + draws.flip * count  # the mirrored copy follows the originals
-        line = (
-            sample[:, None] * padded_height
-            + draws.top[:, None]
-            + torch.arange(height, device=self.device)
-        )
-        start = (
-            line * padded_width + draws.left[:, None]
-        ) * channels  # (B, H): first byte of each row
-        x = rows_view.index_select(0, start.view(-1)).view(batch, height, width, channels)
+        arange = torch.arange(height, device=self.device)
+        line = sample[:, None] * padded_height + draws.top[:, None] + arange  # (B, H)
+        # (B, H): the first byte of each output row in the store
+        start = (line * padded_width + draws.left[:, None]) * channels
+        x = _rows_view(store, width).index_select(0, start.view(-1))
+        x = x.view(batch, height, width, channels)
         x = normalise(x, self.scale, self.bias)  # (B, H, W, C)
         if draws.centre is not None:
             x = cutout(x, self.augment.cutout, draws.centre)
