@@ -138,7 +138,8 @@ class DeviceLoader:
         self.dtype: torch.dtype = chosen
         count, height, width, channels = split.images.shape
         # Shifts read from a copy padded once (zeros for translate, mirror for crop), so a
-        # batch's gather, shift and flip are one indexing operation with no per-batch padding.
+        # batch's gather, shift and flip are one indexing operation with no per-batch padding
+        # (on disk, each batch read is padded alike: the same bytes, so the same batches).
         self.pad = augment.translate or augment.crop
         if self.pad >= min(height, width):
             raise ConfigError(
