@@ -204,3 +204,21 @@ def test_a_bad_data_memory_is_one_line_from_the_cli(tmp_path, capsys):
     assert main([*args, "--device", "cpu", "--quiet", "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "data_memory='ssd' is not known" in err
+
+
+def test_a_full_cache_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    import cnnkit.data.folder as folder
+    from cnnkit.errors import DataError
+
+    def full(self, rows):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(folder.NpyWriter, "write", full)
+    root = make_folder(tmp_path / "full", {"a": 2, "b": 2})
+    with pytest.raises(
+        DataError,
+        match=r"folders: writing the decoded images of .*full failed \(No space left on device\); "
+        r"free some space, or set CNNKIT_CACHE to a folder on another disk",
+    ):
+        open_source(str(root), progress=False)
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]

@@ -209,6 +209,13 @@ def _decode(
             work = partial(_decode_chunk, target=target, channels=channels, resize=resize)
             stats = _stream(pool, work, workers, root, listing, items, sink, skipped, progress)
             splits = sink.finish(class_names, skipped)
+        except OSError as error:  # the cache's disk, e.g. full: the images themselves are read
+            sink.discard()
+            raise DataError(
+                f"{cache.parent}: writing the decoded images of {root} failed "
+                f"({error.strerror or error}); free some space, or set CNNKIT_CACHE to a folder "
+                f"on another disk"
+            ) from None
         except BaseException:
             sink.discard()  # nothing half-written stays in the cache
             raise
