@@ -60,11 +60,14 @@ def derive_seed(*key: object) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
-def memory_mode(data_memory: str, nbytes: int, budget: int | None = None) -> str:
+def memory_mode(
+    data_memory: str, nbytes: int, budget: int | None = None, device: torch.device | None = None
+) -> str:
     """'ram' or 'disk' for `data_memory`: 'auto' is ram when `nbytes` fit `budget`.
 
     The default budget is half the memory available now, shared by the ranks on this machine
-    (torchrun's LOCAL_WORLD_SIZE): each rank in RAM holds its own copy of the split.
+    (torchrun's LOCAL_WORLD_SIZE): each rank in RAM holds its own copy of the split. On a CUDA
+    `device` the split is held there, so half of the device's free memory caps it too.
     """
     if data_memory not in MEMORY_MODES:
         raise ConfigError(
@@ -76,6 +79,8 @@ def memory_mode(data_memory: str, nbytes: int, budget: int | None = None) -> str
     if budget is None:
         local_ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
         budget = available_memory() // 2 // local_ranks
+        if device is not None and device.type == "cuda":
+            budget = min(budget, torch.cuda.mem_get_info(device)[0] // 2)
     return "ram" if nbytes <= budget else "disk"
 
 
@@ -151,7 +156,8 @@ class DeviceLoader:
         self.drop_last, self.seed, self.channels_last = drop_last, seed, channels_last
         self.rank, self.world_size = rank, world_size
         padded = (height + 2 * self.pad) * (width + 2 * self.pad) * channels
-        self.data_memory = memory_mode(data_memory, count * padded * (1 + augment.flip))
+        nbytes = count * padded * (1 + augment.flip)
+        self.data_memory = memory_mode(data_memory, nbytes, device=self.device)
         # ram: the store on the device (N or 2N, H+2p, W+2p, C) uint8; disk: the host's
         # (N, H, W, C) uint8, usually a memory map, read a batch at a time.
         self.images: torch.Tensor | np.ndarray = split.images
