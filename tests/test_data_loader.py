@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from cnnkit.data import Augment, DeviceLoader, Split, channel_stats, parse_augment
+from cnnkit.data.dataset import shard_bounds, shard_split
 from cnnkit.errors import ConfigError
 from data_helpers import isolated_env  # noqa: F401
 
@@ -146,6 +147,71 @@ def test_read_only_arrays_are_accepted():
     split = _split()
     split.images.flags.writeable = False  # IDX files parsed from bytes are read-only
     assert len(list(_loader(split).epoch(0))) == 6
+
+
+# --- data parallel: shards of one global batch --------------------------------------------------
+@pytest.mark.parametrize("augment", AUGMENTS, ids=str)
+@pytest.mark.parametrize("world_size, drop_last", [(2, True), (3, True), (3, False), (8, True)])
+def test_the_union_of_the_shards_is_bitwise_the_batch_of_one_process(
+    augment, world_size, drop_last
+):
+    split = _split(n=50, channels=3)
+    one = list(_loader(split, augment=augment, drop_last=drop_last).epoch(1))
+    ranks = [
+        list(
+            _loader(
+                split, augment=augment, drop_last=drop_last, rank=r, world_size=world_size
+            ).epoch(1)
+        )
+        for r in range(world_size)
+    ]
+    assert all(len(batches) == len(one) for batches in ranks)  # the same steps on every rank
+    for index, (x, y) in enumerate(one):
+        shards = [batches[index] for batches in ranks]
+        sizes = [len(sy) for _, sy in shards]
+        assert max(sizes) - min(sizes) <= 1  # 8 over 3 ranks: 2, 3, 3
+        assert torch.equal(torch.cat([sx for sx, _ in shards]), x)
+        assert torch.equal(torch.cat([sy for _, sy in shards]), y)
+
+
+@pytest.mark.parametrize(
+    "count, world_size, expected",
+    [
+        (8, 1, [(0, 8)]),
+        (8, 2, [(0, 4), (4, 8)]),
+        (8, 3, [(0, 2), (2, 5), (5, 8)]),
+        (10, 4, [(0, 2), (2, 5), (5, 7), (7, 10)]),
+        (2, 3, [(0, 0), (0, 1), (1, 2)]),
+    ],
+)
+def test_shard_bounds_are_contiguous_and_differ_by_at_most_one(count, world_size, expected):
+    assert [shard_bounds(count, r, world_size) for r in range(world_size)] == expected
+
+
+def test_validation_shards_sum_to_the_whole_split():
+    split = _split(n=23)
+    shards = [shard_split(split, r, 4) for r in range(4)]
+    assert sum(len(s) for s in shards) == 23
+    assert np.array_equal(np.concatenate([s.images for s in shards]), split.images)
+    assert np.concatenate([s.labels for s in shards]).tolist() == list(range(23))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(world_size=0), r"world_size=0 must be a whole number >= 1, e\.g\. 2"),
+        (dict(rank=2, world_size=2), r"rank=2 must be a whole number from 0 to world_size - 1 = 1"),
+        (dict(rank=-1, world_size=2), r"rank=-1 must be a whole number from 0 to"),
+        (
+            dict(batch_size=2, world_size=4),
+            r"batch_size=2 is the global batch, smaller than world_size=4, so some rank gets no "
+            r"image; use a batch of at least 4",
+        ),
+    ],
+)
+def test_bad_ranks(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        _loader(_split(), **kwargs)
 
 
 @pytest.mark.parametrize(

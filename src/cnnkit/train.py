@@ -232,6 +232,7 @@ def _loaders(
         augment=parse_augment(config.augment),
         seed=config.seed,
         channels_last=config.channels_last,
+        data_memory=config.data_memory,
     )
     if setup.val is None:
         return train, None
@@ -244,6 +245,7 @@ def _loaders(
         shuffle=False,
         drop_last=False,
         channels_last=config.channels_last,
+        data_memory=config.data_memory,
     )
     return train, val
 

@@ -24,6 +24,7 @@ SCHEDULES = ("onecycle", "cosine", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 RESIZE_MODES = ("letterbox", "stretch", "crop")
+DATA_MEMORY = ("auto", "ram", "disk")
 
 # ----------------------------------------------------------------------------- configuration
 
@@ -36,6 +37,8 @@ class TrainConfig:
     model: str = presets.DEFAULT_PRESET  # preset name, '>' notation, or .yaml/.json spec file
     data: str = "mnist-mini"  # data source: mnist-mini (embedded), mnist, a folder, an .npz file
     data_dir: str | None = None  # where downloaded data sets are kept (None: CNNKIT_DATA, cache)
+    data_memory: str = "auto"  # ram | disk (batches read from the memory-mapped cache) | auto:
+    # ram when a split fits half the available memory; disk gives bitwise the same batches
     input: str | None = None  # HxWxC: train the model on this input shape instead of its own
     resize: str | None = None  # letterbox|stretch|crop for another aspect ratio (None: refuse)
     epochs: int = 1  # passes over the training split (MNIST: 99.17-99.35% test after one)
@@ -119,6 +122,7 @@ def _check_choices(config: TrainConfig) -> None:
     _choice("optimizer", config.optimizer, OPTIMIZERS)
     _choice("schedule", config.schedule, SCHEDULES)
     _choice("precision", config.precision, PRECISIONS)
+    _choice("data_memory", config.data_memory, DATA_MEMORY)
     if config.resize is not None:
         _choice("resize", config.resize, RESIZE_MODES)
     if not (config.device in DEVICES or str(config.device).startswith("cuda:")):

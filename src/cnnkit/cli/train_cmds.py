@@ -42,6 +42,7 @@ def register(subparsers) -> None:
     add("--model", metavar="MODEL", help="preset, '>' notation or spec file (default: digits)")
     add("--data", metavar="SOURCE", help="mnist-mini (default, embedded), mnist, a folder, an .npz")
     add("--data-dir", metavar="DIR", help="where downloaded data sets are kept")
+    add("--data-memory", metavar="M", help="auto (default), ram, or disk: batches read from disk")
     add("--input", metavar="HxWxC", help="train the model on this input shape, e.g. 28x28x1")
     add(
         "--resize",

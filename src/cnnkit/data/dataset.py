@@ -1,4 +1,4 @@
-"""In-memory data sets: Split and Dataset, per-channel statistics and the validation split."""
+"""Data sets: Split and Dataset, per-channel statistics, the validation split and rank shards."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ SPLIT_NAMES = ("train", "val", "test")
 
 @dataclass
 class Split:
-    """One split in memory."""
+    """One split: in memory, or memory-mapped from a folder's cache (read when indexed)."""
 
-    images: np.ndarray  # uint8 (N, H, W, C)
+    images: np.ndarray  # uint8 (N, H, W, C); an np.memmap or RowView when the split is on disk
     labels: np.ndarray  # int64 (N,)
 
     def __len__(self) -> int:
@@ -139,5 +139,71 @@ def split_validation(
             f"{dataset.source}: --val-split {val} leaves no validation images "
             f"from {len(train)} training images; use a larger fraction or more data"
         )
-    pick = lambda idx: Split(train.images[idx], train.labels[idx])  # noqa: E731
-    return pick(train_idx), pick(val_idx)
+    return _take(train, train_idx), _take(train, val_idx)
+
+
+class RowView:
+    """Rows `index` of a memory-mapped (N, ...) array, read only when indexed.
+
+    Fancy indexing a memory map reads every row it names into RAM; a validation split of a split
+    on disk is this view instead, so it stays on disk until the loader gathers a batch.
+    """
+
+    def __init__(self, base: np.ndarray, index: np.ndarray) -> None:
+        self.base, self.index = base, np.asarray(index, dtype=np.int64)
+        self.shape = (len(self.index), *base.shape[1:])
+        self.dtype, self.ndim = base.dtype, base.ndim
+        self.size = int(np.prod(self.shape))
+        self.nbytes = self.size * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self.base[self.index[key]]  # sorted rows in, one read in file order
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self.base[self.index], dtype=dtype)
+
+    def rows(self, start: int, stop: int) -> RowView:
+        return RowView(self.base, self.index[start:stop])
+
+
+def _take(split: Split, index: np.ndarray) -> Split:
+    """The rows `index` of `split`: copied when in memory, a RowView when memory-mapped."""
+    images: np.ndarray | RowView = split.images
+    if isinstance(images, RowView):
+        images = RowView(images.base, images.index[index])
+    elif isinstance(images, np.memmap):
+        images = RowView(images, index)
+    else:
+        images = images[index]
+    return Split(images, split.labels[index])  # type: ignore[arg-type]
+
+
+def shard_bounds(count: int, rank: int, world_size: int) -> tuple[int, int]:
+    """[start, stop) of rank `rank`'s contiguous shard of `count` items; sizes differ by <= 1.
+
+    The one home of how a global batch and a validation split are divided between ranks.
+    >>> [shard_bounds(10, r, 3) for r in range(3)]
+    [(0, 3), (3, 6), (6, 10)]
+    """
+    if not isinstance(world_size, int) or isinstance(world_size, bool) or world_size < 1:
+        raise ConfigError(f"world_size={world_size!r} must be a whole number >= 1, e.g. 2")
+    if not isinstance(rank, int) or isinstance(rank, bool) or not 0 <= rank < world_size:
+        raise ConfigError(
+            f"rank={rank!r} must be a whole number from 0 to world_size - 1 = {world_size - 1}"
+        )
+    return count * rank // world_size, count * (rank + 1) // world_size
+
+
+def shard_split(split: Split, rank: int, world_size: int) -> Split:
+    """Rank `rank`'s contiguous range of `split`, for evaluation: each rank counts the correct
+    predictions of its range, and the counts summed over ranks are those of the whole split.
+
+    >>> shard = shard_split(val, rank, world_size)   # then all_reduce(correct), all_reduce(count)
+    """
+    start, stop = shard_bounds(len(split), rank, world_size)
+    images = split.images
+    part = images.rows(start, stop) if isinstance(images, RowView) else images[start:stop]
+    return Split(part, split.labels[start:stop])  # type: ignore[arg-type]

@@ -1,8 +1,10 @@
 """Folders of images: root/<class>/*.png, or root/train/<class>/... beside root/val/ or root/test/.
 
 Images are decoded once, in parallel, fitted to one shape, and cached as uint8 arrays keyed by
-every file's path, size and modification time, so a second load reads one .npz and a changed,
-added or removed file invalidates the cache.
+every file's path, size and modification time, so a changed, added or removed file invalidates
+the cache. The cache is one `.npy` per split (images, labels) and a `.json` written last: images
+stream into it as they are decoded, and a second load memory-maps them, so a folder larger than
+RAM can be read (the loader then gathers its batches from the map, see `data_memory`).
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import hashlib
 import json
 import os
 import tempfile
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -23,9 +26,10 @@ from PIL import Image
 from cnnkit.data.dataset import Dataset, Split
 from cnnkit.data.download import Progress, cache_root
 from cnnkit.data.images import DATA_EXTENSIONS, DATA_FORMATS, fit_array, open_image, to_array
+from cnnkit.data.npy import NpyWriter, load_npy, save_npy
 from cnnkit.errors import DataError, ImageError
 
-_CACHE_VERSION = 2  # bump when decoding changes, so old caches are not reused
+_CACHE_VERSION = 3  # bump when decoding or the layout changes (3: .npy per split, was .npz)
 _COLOUR_MODES = {"RGB", "RGBA", "RGBa", "RGBX", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"}
 _EXTENSION_SET = frozenset(DATA_EXTENSIONS)
 _CHUNK = 64  # files per task: amortises the thread pool's per-task cost over small images
@@ -71,12 +75,11 @@ def load_listing(
     image before it is fitted; image folders have none, GTSRB's regions of interest are boxes.
     """
     key = _cache_key(root, listing, size, channels, resize, boxes)
-    cache = cache_root() / "folders" / f"{key}.npz"
+    cache = cache_root() / "folders" / key  # <key>.json, <key>.<split>.images.npy, ...
     dataset = _read_cache(cache, root, source, class_names)
     if dataset is None:
         options = (size, channels, resize, boxes, progress)
-        dataset = _decode(root, source, listing, class_names, skipped, *options)
-        _write_cache(cache, dataset)
+        dataset = _decode(root, source, listing, class_names, skipped, *options, cache)
     bad = [s for s in dataset.skipped if not s["reason"].startswith("extension")]
     if strict and bad:  # files that are not images by name are only reported, even when strict
         first = bad[0]
@@ -196,8 +199,9 @@ def _header(path: str) -> tuple[tuple[int, int], bool] | None:
 
 
 def _decode(
-    root, source, listing, class_names, skipped, size, channels, resize, boxes, progress
+    root, source, listing, class_names, skipped, size, channels, resize, boxes, progress, cache
 ) -> Dataset:
+    """Decode `listing` straight into the cache's .npy files, a chunk of images at a time."""
     paths = [item[2] for item in listing]
     items = list(zip(paths, boxes or [None] * len(paths), strict=True))
     workers = min(8, os.cpu_count() or 1)
@@ -205,52 +209,108 @@ def _decode(
         if size is None or channels is None:
             size, channels = _default_shape(pool, root, paths, boxes, size, channels)
         target = (int(size[0]), int(size[1]))
-
-        def work(chunk: list[tuple[str, Any]]) -> list[tuple[np.ndarray | str, Any]]:
-            out: list[tuple[np.ndarray | str, Any]] = []
-            for path, box in chunk:
-                try:
-                    image = _crop(open_image(path, DATA_FORMATS), box, path)
-                    pixels = fit_array(to_array(image, channels), target, resize)
-                    out.append((pixels, (image.height, image.width, image.mode in _COLOUR_MODES)))
-                except ImageError as error:
-                    out.append((str(error).split(": ", 1)[1], None))
-            return out
-
-        chunks = [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
-        bar = (
-            Progress(f"decoding {root}", len(paths), "images", 1)
-            if progress and len(paths) > 2000
-            else None
-        )
-        results: list[tuple[np.ndarray | str, Any]] = []
-        for done in pool.map(work, chunks):
-            results += done
-            if bar:
-                bar.update(len(results))
-        if bar:
-            bar.close()
-    splits, skipped = _assemble(listing, results, target, channels, skipped, class_names)
+        sink = _Sink(cache, listing, (*target, channels))
+        try:
+            work = partial(_decode_chunk, target=target, channels=channels, resize=resize)
+            stats = _stream(pool, work, workers, root, listing, items, sink, skipped, progress)
+            splits = sink.finish(class_names, skipped)
+        except OSError as error:  # the cache's disk, e.g. full: the images themselves are read
+            sink.discard()
+            raise DataError(
+                f"{cache.parent}: writing the decoded images of {root} failed "
+                f"({error.strerror or error}); free some space, or set CNNKIT_CACHE to a folder "
+                f"on another disk"
+            ) from None
+        except BaseException:
+            sink.discard()  # nothing half-written stays in the cache
+            raise
     skipped.sort(key=lambda s: s["path"])
     decoded = sum(len(split) for split in splits.values())
     files = [{"path": str(root), "sha256": None, "verified": False}]
     files[0]["note"] = f"{decoded} images decoded"
-    stats = [stat for _, stat in results if stat is not None]
     notes = variety_notes(stats, (*target, channels), resize)
-    return Dataset(root.name, splits, class_names, source, files, skipped, notes=notes)
+    dataset = Dataset(root.name, splits, class_names, source, files, skipped, notes=notes)
+    if sink.cache is not None:
+        _write_meta(sink.cache, dataset)  # last: its presence marks the cache complete
+    return dataset
+
+
+def _decode_chunk(chunk, *, target, channels, resize) -> list[tuple[np.ndarray | str, Any]]:
+    """[(pixels (H, W, C) uint8, (h, w, colour)) or (reason, None)] for each (path, box)."""
+    out: list[tuple[np.ndarray | str, Any]] = []
+    for path, box in chunk:
+        try:
+            image = _crop(open_image(path, DATA_FORMATS), box, path)
+            pixels = fit_array(to_array(image, channels), target, resize)
+            out.append((pixels, (image.height, image.width, image.mode in _COLOUR_MODES)))
+        except ImageError as error:
+            out.append((str(error).split(": ", 1)[1], None))
+    return out
+
+
+def _stream(pool, work, workers, root, listing, items, sink, skipped, progress) -> list:
+    """Feed the decoded chunks, in order, to `sink`; returns each image's (h, w, colour).
+
+    At most 2 chunks per worker are in flight, so memory holds ~1,000 decoded images whatever
+    the folder's size, rather than every image (and then a copy of all in one array). Measured
+    on 10,000 32x32 RGB PNGs (30 MB decoded): peak RSS 8 MB above the imports, 98 MB before.
+    """
+    chunks = [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
+    bar = (
+        Progress(f"decoding {root}", len(items), "images", 1)
+        if progress and len(items) > 2000
+        else None
+    )
+    stats: list[tuple[int, int, bool]] = []
+    done = 0
+
+    def consume(results: list[tuple[np.ndarray | str, Any]]) -> None:
+        nonlocal done
+        rows = listing[done : done + len(results)]
+        for (split, label, path, _, _), (result, stat) in zip(rows, results, strict=True):
+            if isinstance(result, str):
+                skipped.append({"path": path, "reason": result})
+            else:
+                sink.add(split, result, label)
+                stats.append(stat)
+        done += len(results)
+        if bar:
+            bar.update(done)
+
+    pending: deque = deque()
+    for chunk in chunks:
+        pending.append(pool.submit(work, chunk))
+        if len(pending) > 2 * workers:
+            consume(pending.popleft().result())
+    while pending:
+        consume(pending.popleft().result())
+    if bar:
+        bar.close()
+    return stats
 
 
 def _default_shape(pool, root, paths, boxes, size, channels):
-    """The most common (h, w) (of the crops, with boxes) and 3 channels if any image is colour."""
-    headers = list(pool.map(_header, paths))
-    readable = [h for h in headers if h is not None]
+    """The most common (h, w) (of the crops, with boxes) and 3 channels if any image is colour.
+
+    Headers are read a chunk per task and tallied as they come: a future per file measured
+    ~1.5 kB each, 15 MB of the peak for 10,000 files.
+    """
+    chunks = [paths[i : i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
+    sizes: Counter[tuple[int, int]] = Counter()  # in first-seen order, so ties go to the first
+    readable = colour = 0
+    for headers in pool.map(lambda chunk: [_header(path) for path in chunk], chunks):
+        for header in headers:
+            if header is not None:
+                sizes[header[0]] += 1
+                readable, colour = readable + 1, colour or header[1]
     if not readable:
         raise DataError(f"{root}: none of the {len(paths)} image files can be read")
     if size is None:
-        sizes = [(b[3] - b[1], b[2] - b[0]) for b in boxes] if boxes else [h[0] for h in readable]
-        size = Counter(sizes).most_common(1)[0][0]
+        if boxes:
+            sizes = Counter((b[3] - b[1], b[2] - b[0]) for b in boxes)
+        size = sizes.most_common(1)[0][0]
     if channels is None:
-        channels = 3 if any(h[1] for h in readable) else 1
+        channels = 3 if colour else 1
     return size, channels
 
 
@@ -294,45 +354,81 @@ def variety_notes(
     return notes
 
 
-def _assemble(listing, results, target, channels, skipped, class_names):
-    good: dict[str, list[int]] = {}
-    for i, ((split, _label, path, _, _), (result, _)) in enumerate(
-        zip(listing, results, strict=True)
-    ):
-        if isinstance(result, str):
-            skipped.append({"path": path, "reason": result})
+class _Sink:
+    """Each split's decoded images, streamed into `.npy.part` files beside the cache (or into RAM
+    when the cache cannot be written), and their labels."""
+
+    def __init__(self, cache: Path, listing: list, shape: tuple[int, int, int]) -> None:
+        counts = Counter(item[0] for item in listing)
+        self.cache: Path | None = cache
+        self.images: dict[str, NpyWriter | np.ndarray] = {}
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            for split in dict.fromkeys(item[0] for item in listing):
+                path = _array_path(cache, split, "images")
+                self.images[split] = NpyWriter(path, (counts[split], *shape), np.uint8)
+        except OSError:  # a read-only home only costs the cache, not the load
+            self.discard()
+            self.cache = None
+            self.images = {s: np.empty((counts[s], *shape), np.uint8) for s in counts}
+        self.labels: dict[str, list[int]] = {split: [] for split in self.images}
+
+    def add(self, split: str, pixels: np.ndarray, label: int) -> None:
+        images, labels = self.images[split], self.labels[split]
+        if isinstance(images, NpyWriter):
+            images.write(pixels[None])
         else:
-            good.setdefault(split, []).append(i)
-    splits = {}
-    for split in dict.fromkeys(item[0] for item in listing):
-        idx = good.get(split, [])
-        images = np.empty((len(idx), *target, channels), dtype=np.uint8)
-        for row, i in enumerate(idx):
-            images[row] = results[i][0]
-        labels = np.array([listing[i][1] for i in idx], dtype=np.int64)
-        splits[split] = Split(images, labels)
-    first = next(iter(splits))  # "train", or "test" for a test set read alone
-    counts = np.bincount(splits[first].labels, minlength=len(class_names))
-    if (counts == 0).any() and first == "train":
-        name = class_names[int(np.flatnonzero(counts == 0)[0])]
-        raise DataError(
-            f"class {name!r}: every image in its train folder was unreadable; "
-            f"{len(skipped)} file(s) skipped, first: {skipped[0]['path']}: {skipped[0]['reason']}"
-        )
-    return splits, skipped
+            images[len(labels)] = pixels
+        labels.append(label)
+
+    def finish(self, class_names: list[str], skipped: list[dict[str, str]]) -> dict[str, Split]:
+        """The splits, once every class of the first split has an image; files renamed in place."""
+        labels = {s: np.array(v, dtype=np.int64) for s, v in self.labels.items()}
+        first = next(iter(labels))  # "train", or "test" for a test set read alone
+        counts = np.bincount(labels[first], minlength=len(class_names))
+        if (counts == 0).any() and first == "train":
+            name = class_names[int(np.flatnonzero(counts == 0)[0])]
+            raise DataError(
+                f"class {name!r}: every image in its train folder was unreadable; "
+                f"{len(skipped)} file(s) skipped, first: {skipped[0]['path']}: "
+                f"{skipped[0]['reason']}"
+            )
+        splits = {}
+        for split, images in self.images.items():
+            if isinstance(images, np.ndarray):
+                splits[split] = Split(images[: len(labels[split])], labels[split])
+            elif self.cache is not None:
+                save_npy(_array_path(self.cache, split, "labels"), labels[split])
+                splits[split] = Split(load_npy(images.commit()), labels[split])
+        return splits
+
+    def discard(self) -> None:
+        for images in self.images.values():
+            if isinstance(images, NpyWriter):
+                images.discard()
+
+
+def _array_path(cache: Path, split: str, kind: str) -> Path:
+    """<key>.<split>.<kind>.npy, beside <key>.json."""
+    return cache.with_name(f"{cache.name}.{split}.{kind}.npy")
 
 
 def _read_cache(cache: Path, root: Path, source: str, class_names: list[str]) -> Dataset | None:
-    if not cache.is_file():
+    """The cached data set, its images memory-mapped (read on use), or None."""
+    meta_path = cache.with_name(f"{cache.name}.json")
+    if not meta_path.is_file():
         return None
     try:
-        with np.load(cache, allow_pickle=False) as archive:
-            meta: dict[str, Any] = json.loads(str(archive["meta"]))
-            splits = {
-                s: Split(archive[f"images_{s}"], archive[f"labels_{s}"]) for s in meta["splits"]
-            }
+        meta: dict[str, Any] = json.loads(meta_path.read_text())
+        splits = {
+            s: Split(
+                load_npy(_array_path(cache, s, "images")),
+                np.load(_array_path(cache, s, "labels"), allow_pickle=False),
+            )
+            for s in meta["splits"]
+        }
     except (OSError, ValueError, KeyError):
-        cache.unlink(missing_ok=True)  # unreadable: decode again rather than fail
+        meta_path.unlink(missing_ok=True)  # unreadable: decode again rather than fail
         return None
     files, skipped = meta["files"], meta["skipped"]
     return Dataset(
@@ -340,22 +436,18 @@ def _read_cache(cache: Path, root: Path, source: str, class_names: list[str]) ->
     )
 
 
-def _write_cache(cache: Path, dataset: Dataset) -> None:
-    """Atomic: a temporary file beside the cache, renamed into place once complete."""
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(prefix=".", suffix=".npz.part", dir=cache.parent)
-    except OSError:
-        return  # a read-only home only costs the cache, not the load
+def _write_meta(cache: Path, dataset: Dataset) -> None:
+    """Atomic: a temporary file beside <key>.json, renamed into place once complete."""
     meta = {"splits": list(dataset.splits), "files": dataset.files, "skipped": dataset.skipped}
     meta["notes"] = dataset.notes
-    arrays = {f"images_{s}": v.images for s, v in dataset.splits.items()}
-    arrays |= {f"labels_{s}": v.labels for s, v in dataset.splits.items()}
+    target = cache.with_name(f"{cache.name}.json")
     try:
-        with os.fdopen(handle, "wb") as out:
-            np.savez(
-                out, meta=np.array(json.dumps(meta)), **arrays
-            )  # uncompressed: loads at disk speed
-        os.replace(temp, cache)
+        handle, temp = tempfile.mkstemp(prefix=".", suffix=".json.part", dir=cache.parent)
+        with os.fdopen(handle, "w") as out:
+            json.dump(meta, out)
+        os.replace(temp, target)
+    except OSError:
+        return  # without its meta the arrays are never read: the next load decodes again
     finally:
-        Path(temp).unlink(missing_ok=True)
+        if "temp" in locals():
+            Path(temp).unlink(missing_ok=True)
