@@ -171,6 +171,18 @@ def test_top_patches_of_a_bar_detector_contain_the_bar_centred():
     assert no_hooks(model)
 
 
+def test_top_patches_of_no_images_and_a_figure_without_crops_are_one_line_errors():
+    from cnnkit.errors import ConfigError
+
+    model = build("28x28x1 > conv 1@3x3 > relu > flatten > fc 2")
+    with pytest.raises(ConfigError, match=r"top_patches needs at least one image, got 0$"):
+        top_patches(model, np.zeros((0, 28, 28, 1), np.uint8), to_tensor)
+    (layer,) = top_patches(model, bar_data(3, seed=0), to_tensor, channels=1, k=2)
+    layer.crops = None
+    with pytest.raises(ConfigError, match=r"^conv1: no crops to draw; build the patches with"):
+        figures.patches_figure([layer])
+
+
 # ----------------------------------------------------------------------------- Grad-CAM
 
 PATTERN = 5

@@ -39,7 +39,7 @@ class Dataset:
     @property
     def shape(self) -> tuple[int, int, int]:
         """(H, W, C) of every image."""
-        return tuple(next(iter(self.splits.values())).images.shape[1:])  # type: ignore[return-value]
+        return tuple(next(iter(self.splits.values())).images.shape[1:])
 
     def summary(self) -> dict[str, Any]:
         """Everything `cnnkit data info` shows, as plain JSON-ready data."""

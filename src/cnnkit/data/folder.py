@@ -124,7 +124,8 @@ def _list_files(layout, class_names, root):
     os.scandir and plain strings, not pathlib: listing 10,000 files is then ~25 ms, which is
     most of a cached load.
     """
-    listing, skipped = [], []
+    listing: list[tuple[str, int, str, int, int]] = []  # (split, label, path, size, mtime_ns)
+    skipped: list[dict[str, str]] = []  # {path, reason}
     for split, directory in layout.items():
         extra = set(_visible_dirs(directory)) - set(class_names)
         if extra:
@@ -348,9 +349,9 @@ def _write_cache(cache: Path, dataset: Dataset) -> None:
     arrays |= {f"labels_{s}": v.labels for s, v in dataset.splits.items()}
     try:
         with os.fdopen(handle, "wb") as out:
-            np.savez(
-                out, meta=np.array(json.dumps(meta)), **arrays
-            )  # uncompressed: loads at disk speed
+            # Uncompressed: loads at disk speed. numpy's stub matches **arrays against its
+            # `allow_pickle: bool` keyword, which no key here can be.
+            np.savez(out, meta=np.array(json.dumps(meta)), **arrays)  # type: ignore[arg-type]
         os.replace(temp, cache)
     finally:
         Path(temp).unlink(missing_ok=True)

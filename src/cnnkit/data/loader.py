@@ -88,9 +88,10 @@ class DeviceLoader:
             raise ConfigError(
                 f"device={str(device)!r} but CUDA is not available here; use device='cpu'"
             )
-        self.dtype = _DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
-        if not isinstance(self.dtype, torch.dtype) or not self.dtype.is_floating_point:
+        resolved = _DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
+        if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
             raise ConfigError(f"dtype={dtype!r} must be one of {', '.join(_DTYPES)}")
+        self.dtype = resolved
         channels = split.images.shape[-1]
         if len(mean) != channels or len(std) != channels or min(std) <= 0:
             raise ConfigError(
@@ -108,8 +109,8 @@ class DeviceLoader:
             )
         images = split.images
         if self.pad:
-            mode = "reflect" if augment.crop else "constant"
-            images = np.pad(images, ((0, 0), (self.pad,) * 2, (self.pad,) * 2, (0, 0)), mode=mode)
+            pads = ((0, 0), (self.pad,) * 2, (self.pad,) * 2, (0, 0))
+            images = np.pad(images, pads, mode="reflect" if augment.crop else "constant")
         if augment.flip:
             # A mirrored copy beside the originals: a flip is then a choice of row, not a copy
             # per batch (torch.where on a flipped batch measured 4x the cost of the gather).

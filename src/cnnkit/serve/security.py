@@ -77,7 +77,7 @@ def allowed_hostnames(bind: str, extra: Iterable[str] = ()) -> frozenset[str]:
         hostname = socket.gethostname()
         names |= {hostname.lower(), socket.getfqdn().lower()}
         with contextlib.suppress(OSError):  # no resolver: the user can still pass --allow-host
-            names |= {info[4][0] for info in socket.getaddrinfo(hostname, None)}
+            names |= {str(info[4][0]) for info in socket.getaddrinfo(hostname, None)}
     else:
         names.add(bind.lower().strip("[]"))
     return frozenset(names)
