@@ -7,7 +7,7 @@ import pytest
 
 from cnnkit.cli import main
 from cnnkit.data import open_source
-from cnnkit.data.folder import variety_notes
+from cnnkit.data.variety import variety_notes
 from data_helpers import isolated_env, make_folder, png_bytes  # noqa: F401
 
 

@@ -84,7 +84,7 @@ class Explanation:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data; steps leave out the fields their op does not use."""
-        data = {
+        data: dict[str, Any] = {
             "op": self.op,
             "input_shape": list(self.input_shape),
             "kernel_size": list(self.kernel_size),
@@ -361,7 +361,8 @@ def parse_values(text: str, name: str, *, seed: int, low: int, high: int) -> np.
     """
     match = _SIZE.fullmatch(text.strip().lower())
     if match:
-        h, w, c = (int(g) if g else None for g in match.groups())
+        h, w = int(match.group(1)), int(match.group(2))
+        c = int(match.group(3)) if match.group(3) else None
         if min(h, w, c or 1) < 1:
             raise ConfigError(f"--{name} {text!r}: every size must be at least 1")
         if name == "input":

@@ -308,7 +308,7 @@ def parse_input_shape(text: str | Sequence[int]) -> tuple[int, int, int]:
         raise ConfigError(
             f"--input {text!r} is not HxWxC with 1 or 3 channels; write it like 28x28x1"
         )
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 def parse_classes(text: str | Sequence[str]) -> list[str]:

@@ -183,11 +183,7 @@ def _resolve(layer: Layer, state: _State, where: str) -> dict[str, Any]:
             layer.kernel_size, layer.stride, layer.padding, layer.filters, state, where, conv=True
         )
     if isinstance(layer, Pool):
-        if (h, w) == (1, 1):
-            raise SpecError(
-                f"{where}: pooling a 1x1 input does nothing; remove the pooling layer or pool earlier"
-            )
-        return _window(layer.kernel_size, layer.stride, layer.padding, c, state, where, conv=False)
+        return _pool(layer, state, where)
     if isinstance(layer, Inception):
         return _inception(layer, state)
     if isinstance(layer, Residual):
@@ -199,19 +195,33 @@ def _resolve(layer: Layer, state: _State, where: str) -> dict[str, Any]:
         state.shape, state.flat = (1, 1, h * w * c), True
         return _figures(0, 0, 0)
     if isinstance(layer, Linear):
-        if not state.flat:
-            raise SpecError(
-                f"{where}: fc needs a flat input, but gets {shape_text(state.shape)}; "
-                f"add 'flatten' (or 'gap') before it, or pass --auto-flatten"
-            )
-        params = (c + 1) * layer.out_features
-        state.shape = (1, 1, layer.out_features)
-        return _figures(params, params, c * layer.out_features)
+        return _linear(layer, state, where)
     if isinstance(layer, BatchNorm):
         return _figures(2 * c, 2 * c, 0)  # a scale and a shift per channel
     if isinstance(layer, (Activation, Dropout)):
         return _figures(0, 0, 0)
     raise SpecError(f"{where}: the planner does not know this layer type")  # pragma: no cover
+
+
+def _pool(layer: Pool, state: _State, where: str) -> dict[str, Any]:
+    h, w, c = state.shape
+    if (h, w) == (1, 1):
+        raise SpecError(
+            f"{where}: pooling a 1x1 input does nothing; remove the pooling layer or pool earlier"
+        )
+    return _window(layer.kernel_size, layer.stride, layer.padding, c, state, where, conv=False)
+
+
+def _linear(layer: Linear, state: _State, where: str) -> dict[str, Any]:
+    c = state.shape[2]
+    if not state.flat:
+        raise SpecError(
+            f"{where}: fc needs a flat input, but gets {shape_text(state.shape)}; "
+            f"add 'flatten' (or 'gap') before it, or pass --auto-flatten"
+        )
+    params = (c + 1) * layer.out_features
+    state.shape = (1, 1, layer.out_features)
+    return _figures(params, params, c * layer.out_features)
 
 
 def _figures(params: int, unshared: int, macs: int, **extra: Any) -> dict[str, Any]:

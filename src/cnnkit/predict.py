@@ -83,7 +83,9 @@ class Classifier:
         scale, bias = self._normalisation
         for start in range(0, len(images), batch_size):
             # np.require copies read-only slices, which torch.from_numpy warns about.
-            u8 = torch.from_numpy(np.require(images[start : start + batch_size], requirements="CW"))
+            u8 = torch.from_numpy(
+                np.require(images[start : start + batch_size], requirements=["C", "W"])
+            )
             x = normalise(u8.to(self.device), scale, bias)  # (B, H, W, C)
             yield x.permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
 

@@ -78,6 +78,29 @@ def _shape(shape: tuple[int, int, int], flat: bool) -> str:
     return str(shape[2]) if flat else shape_text(shape)
 
 
+def _layer_row(layer: LayerPlan) -> list[str]:
+    """One layer's cells in render_plan's columns."""
+    unshared = count(layer.params_unshared) if layer.params_unshared != layer.params else ""
+    return [
+        str(layer.index),
+        layer.name,
+        layer.kind,
+        _window(layer),
+        _shape(layer.output_shape, layer.flat),
+        count(layer.neurons),
+        count(layer.params),
+        unshared,
+        count(layer.macs),
+        _field(layer),
+        ""
+        if layer.jump is None
+        else str(layer.jump[0])
+        if layer.jump[0] == layer.jump[1]
+        else shape_text(layer.jump),
+        size_bytes(layer.activation_bytes),
+    ]
+
+
 def render_plan(plan: Plan) -> str:
     """The plan as a table with a totals row, then the notes."""
     headers = [
@@ -112,28 +135,7 @@ def render_plan(plan: Plan) -> str:
             size_bytes(h * w * c * 4),
         ]
     ]
-    for layer in plan.layers:
-        unshared = count(layer.params_unshared) if layer.params_unshared != layer.params else ""
-        rows.append(
-            [
-                str(layer.index),
-                layer.name,
-                layer.kind,
-                _window(layer),
-                _shape(layer.output_shape, layer.flat),
-                count(layer.neurons),
-                count(layer.params),
-                unshared,
-                count(layer.macs),
-                _field(layer),
-                ""
-                if layer.jump is None
-                else str(layer.jump[0])
-                if layer.jump[0] == layer.jump[1]
-                else shape_text(layer.jump),
-                size_bytes(layer.activation_bytes),
-            ]
-        )
+    rows += [_layer_row(layer) for layer in plan.layers]
     totals = plan.totals
     rows.append(
         [

@@ -156,6 +156,7 @@ def _step_lines(e: Explanation, step: Step) -> list[str]:
         return [head, *_conv_lines(e, step)]
     block = matrix(step.patch)
     if e.op == "maxpool":
+        assert step.argmax is not None  # explain sets it on every maxpool step
         r, c = step.argmax
         return [head, *block, f"  max = {number(step.value)} (patch row {r}, col {c})"]
     real = [v for row in step.patch for v in row if v is not None]
@@ -180,6 +181,7 @@ def _sum_text(values: Sequence[float]) -> str:
 
 
 def _conv_lines(e: Explanation, step: Step) -> list[str]:
+    assert step.filter is not None and step.products is not None  # set on every conv step
     channels = (
         list(zip(step.patch, step.filter, step.products, strict=True))
         if e.multichannel

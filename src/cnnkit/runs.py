@@ -318,6 +318,7 @@ def load_model(run: str | os.PathLike, device: Any = "cpu") -> tuple[nn.Module, 
 
     from cnnkit.errors import SpecError
     from cnnkit.network import build
+    from cnnkit.plan import plan
     from cnnkit.spec import from_dict
 
     run = _run_dir(run)
@@ -325,11 +326,11 @@ def load_model(run: str | os.PathLike, device: Any = "cpu") -> tuple[nn.Module, 
     path = run / MANIFEST
     try:
         spec = from_dict(manifest["spec"])
+        outputs = math.prod(plan(spec).output_shape)  # Network.plan is None on slices
         model = build(spec)
     except SpecError as error:
         raise CheckpointError(f"{path}: its spec cannot be built: {error}") from None
     classes = len(manifest["class_names"])
-    outputs = math.prod(model.plan.output_shape)
     if list(spec.input_shape) != manifest["input_shape"] or outputs != classes:
         raise CheckpointError(
             f"{path}: the spec ({spec}) does not match input_shape {manifest['input_shape']} and "

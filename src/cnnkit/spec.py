@@ -170,14 +170,7 @@ def _parse_layer(text: str, start: int, end: int, number: int) -> Layer:
         )
     args = tokens[1:]
     if keyword == "inception":
-        match = _INCEPTION.fullmatch(text[start:end].strip() + " ")
-        if not match:
-            raise SpecError(
-                f"{where}: expected 'inception A,Br>B,Cr>C,D' such as 'inception 64,96>128,16>32,32'"
-                + _caret(text, kstart, end)
-            )
-        numbers = [check_positive(int(g), where, "a branch width") for g in match.groups()]
-        return Inception(*numbers)
+        return _parse_inception(text, kstart, end, where)
     if keyword in ("conv", "maxpool", "avgpool", "res"):
         return _parse_windowed(keyword, args, text, where)
     if keyword in ("dropout", "fc"):
@@ -186,22 +179,7 @@ def _parse_layer(text: str, start: int, end: int, number: int) -> Layer:
             raise SpecError(
                 f"{where}: expected one number, such as '{example}'" + _caret(text, kstart, end)
             )
-        value, vstart, vend = args[0]
-        if keyword == "fc":
-            if not value.isdigit():
-                raise SpecError(
-                    f"{where}: {value!r} is not a whole number of outputs, such as 'fc 10'"
-                    + _caret(text, vstart, vend)
-                )
-            return Linear(check_positive(int(value), where, "the output count"))
-        try:
-            rate = float(value)
-        except ValueError:
-            raise SpecError(
-                f"{where}: {value!r} is not a rate, such as 'dropout 0.5'"
-                + _caret(text, vstart, vend)
-            ) from None
-        return Dropout(check_rate(rate, where))
+        return _parse_number_layer(keyword, args[0], text, where)
     if args:
         token, astart, aend = args[0]
         raise SpecError(
@@ -210,6 +188,39 @@ def _parse_layer(text: str, start: int, end: int, number: int) -> Layer:
     if keyword in ACTIVATIONS:
         return Activation(keyword)
     return _PLAIN[keyword]()
+
+
+def _parse_inception(text: str, kstart: int, end: int, where: str) -> Inception:
+    """'inception 64,96>128,16>32,32' from its keyword at text[kstart] to the layer's end."""
+    match = _INCEPTION.fullmatch(text[kstart:end].strip() + " ")
+    if not match:
+        raise SpecError(
+            f"{where}: expected 'inception A,Br>B,Cr>C,D' such as 'inception 64,96>128,16>32,32'"
+            + _caret(text, kstart, end)
+        )
+    numbers = [check_positive(int(g), where, "a branch width") for g in match.groups()]
+    return Inception(*numbers)
+
+
+def _parse_number_layer(
+    keyword: str, arg: tuple[str, int, int], text: str, where: str
+) -> Linear | Dropout:
+    """'fc 10' or 'dropout 0.5': the layer's one number, as (token, start, end) in text."""
+    value, vstart, vend = arg
+    if keyword == "fc":
+        if not value.isdigit():
+            raise SpecError(
+                f"{where}: {value!r} is not a whole number of outputs, such as 'fc 10'"
+                + _caret(text, vstart, vend)
+            )
+        return Linear(check_positive(int(value), where, "the output count"))
+    try:
+        rate = float(value)
+    except ValueError:
+        raise SpecError(
+            f"{where}: {value!r} is not a rate, such as 'dropout 0.5'" + _caret(text, vstart, vend)
+        ) from None
+    return Dropout(check_rate(rate, where))
 
 
 def _parse_windowed(keyword: str, args: list[tuple[str, int, int]], text: str, where: str) -> Layer:
@@ -342,7 +353,8 @@ def from_dict(data: Any) -> Spec:
     )
 
 
-def _layer_from_dict(entry: Any, number: int) -> Layer:
+def _entry_fields(entry: Any, number: int) -> tuple[str, str, dict[str, Any]]:
+    """(type, where, fields) of a spec file's layer entry, its type and field names checked."""
     if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
         raise SpecError(
             f"layer {number}: expected a mapping with a 'type', such as {{type: relu}}, got {entry!r}"
@@ -359,7 +371,11 @@ def _layer_from_dict(entry: Any, number: int) -> Layer:
         raise SpecError(
             f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}; allowed are {', '.join(allowed) or 'none'}"
         )
-    fields = {name: entry[name] for name in allowed if name in entry}
+    return kind, where, {name: entry[name] for name in allowed if name in entry}
+
+
+def _layer_from_dict(entry: Any, number: int) -> Layer:
+    kind, where, fields = _entry_fields(entry, number)
 
     def number_field(name: str, default: int | None = None) -> int:
         value = fields.get(name, default)
@@ -379,7 +395,7 @@ def _layer_from_dict(entry: Any, number: int) -> Layer:
             raise SpecError(f"{where}: 'rate' must be a number in [0, 1), got {rate!r}")
         return Dropout(check_rate(float(rate), where))
     if kind == "inception":
-        return Inception(*(number_field(name) for name in allowed))
+        return Inception(*(number_field(name) for name in _FIELDS[kind]))
     if kind == "res":
         return Residual(number_field("filters"), check_stride(number_field("stride", 1), where))
     kernel = _kernel_field(fields.get("kernel_size"), where)

@@ -255,7 +255,10 @@ def build_model(spec: Spec, seed: int, device: torch.device, channels_last: bool
     from cnnkit.network import build
 
     model = build(spec, seed=seed).to(device)
-    return model.to(memory_format=torch.channels_last) if channels_last else model
+    if not channels_last:
+        return model
+    # Module.to documents to(memory_format=...), but torch's overloads leave that form out.
+    return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
 def _autocast(device: torch.device, precision: str) -> Any:

@@ -154,7 +154,10 @@ def run_inspect(args: argparse.Namespace) -> int:
     data = None
     if "patches" in chosen or args.data or args.image is None:
         data = load_split(classifier, args.data, args.data_dir)
-    image = classifier.fit(args.image) if args.image else data[1][0]
+    if args.image or data is None:
+        image, shown = classifier.fit(args.image), args.image
+    else:  # no --image: the data's first image
+        image, shown = data[1][0], f"{data[0]} #0"
     normalise = normaliser(classifier)
     x = normalise(image[None])  # (1, C, H, W)
     out = Path(args.out)
@@ -185,9 +188,7 @@ def run_inspect(args: argparse.Namespace) -> int:
         )
     written += _data_views(out, chosen, args, model, normalise, data)
     probs = classifier.predict(image, top_k=1)[0]["top"][0]
-    print(
-        f"image: {args.image or f'{data[0]} #0'}; predicted {probs['class']} (p = {probs['prob']:.3f})"
-    )
+    print(f"image: {shown}; predicted {probs['class']} (p = {probs['prob']:.3f})")
     for path in written:
         print(f"wrote {path} (+ .json)")
     print(f"{len(written)} view(s) in {time.perf_counter() - start:.2f} s")

@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cnnkit.onnx_runtime import OnnxClassifier
+    from cnnkit.predict import Classifier
 
 SPLIT_PREFERENCE = ("test", "val", "train")  # as cnnkit.data.shaped prefers them, for --split
 
@@ -126,6 +130,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
     files = image_files(args.files)  # before loading, so a typo'd folder fails fast
     max_pixels = _refuse_special_or_huge(files, args.max_pixels)
+    classifier: OnnxClassifier | Classifier
     if is_onnx_path(args.run):  # ONNX Runtime on the CPU: never imports torch
         classifier = load_onnx(args.run, args.input, args.classes)
     else:

@@ -39,7 +39,7 @@ class Dataset:
     @property
     def shape(self) -> tuple[int, int, int]:
         """(H, W, C) of every image."""
-        return tuple(next(iter(self.splits.values())).images.shape[1:])  # type: ignore[return-value]
+        return tuple(next(iter(self.splits.values())).images.shape[1:])
 
     def summary(self) -> dict[str, Any]:
         """Everything `cnnkit data info` shows, as plain JSON-ready data."""
@@ -206,4 +206,4 @@ def shard_split(split: Split, rank: int, world_size: int) -> Split:
     start, stop = shard_bounds(len(split), rank, world_size)
     images = split.images
     part = images.rows(start, stop) if isinstance(images, RowView) else images[start:stop]
-    return Split(part, split.labels[start:stop])  # type: ignore[arg-type]
+    return Split(part, split.labels[start:stop])

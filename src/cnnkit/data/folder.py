@@ -27,6 +27,7 @@ from cnnkit.data.dataset import Dataset, Split
 from cnnkit.data.download import Progress, cache_root
 from cnnkit.data.images import DATA_EXTENSIONS, DATA_FORMATS, fit_array, open_image, to_array
 from cnnkit.data.npy import NpyWriter, load_npy, save_npy
+from cnnkit.data.variety import variety_notes
 from cnnkit.errors import DataError, ImageError
 
 _CACHE_VERSION = 3  # bump when decoding or the layout changes (3: .npy per split, was .npz)
@@ -127,7 +128,8 @@ def _list_files(layout, class_names, root):
     os.scandir and plain strings, not pathlib: listing 10,000 files is then ~25 ms, which is
     most of a cached load.
     """
-    listing, skipped = [], []
+    listing: list[tuple[str, int, str, int, int]] = []  # (split, label, path, size, mtime_ns)
+    skipped: list[dict[str, str]] = []  # {path, reason}
     for split, directory in layout.items():
         extra = set(_visible_dirs(directory)) - set(class_names)
         if extra:
@@ -326,32 +328,6 @@ def _crop(image: Image.Image, box: tuple[int, int, int, int] | None, path: str) 
             f"{image.width}x{image.height} image; fix its row in the CSV"
         )
     return image.crop((left, top, right, bottom))
-
-
-def variety_notes(
-    stats: list[tuple[int, int, bool]], shape: tuple[int, int, int], resize: str
-) -> list[str]:
-    """Notes when the images (h, w, colour) differ a lot: mixed grey and colour, sizes > 2x apart."""
-    notes = []
-    height, width, channels = shape
-    colour = sum(1 for stat in stats if stat[2])
-    if 0 < colour < len(stats):
-        made = "RGB (grey replicated)" if channels == 3 else "grayscale ((R+G+B)/3)"
-        notes.append(
-            f"mixed modes: {len(stats) - colour:,} of {len(stats):,} images are grayscale and "
-            f"{colour:,} colour; all were made {made}"
-        )
-    heights, widths = [s[0] for s in stats], [s[1] for s in stats]
-    if stats and (max(heights) > 2 * min(heights) or max(widths) > 2 * min(widths)):
-        by_area = sorted(stats, key=lambda s: s[0] * s[1])
-        small, large = by_area[0], by_area[-1]
-        notes.append(
-            f"image sizes differ by more than 2x, from {small[1]}x{small[0]} to "
-            f"{large[1]}x{large[0]} (width x height); all were fitted to {width}x{height} "
-            f"({resize}), so small images are enlarged and large ones lose detail; "
-            f"pass --input to choose the size"
-        )
-    return notes
 
 
 class _Sink:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from cnnkit.errors import ConfigError
 from cnnkit.inspect import draw
 from cnnkit.inspect.gradcam import GradCam
 from cnnkit.inspect.invariance import ShiftAccuracy, ShiftGrid
@@ -169,6 +170,8 @@ def patches_figure(layers: Sequence[LayerPatches]) -> Image.Image:
     for entry in layers:
         rf_h, rf_w = entry.receptive_field
         size = max(48, min(112, 4 * max(rf_h, rf_w)))
+        if entry.crops is None:
+            raise ConfigError(f"{entry.name}: no crops to draw; build the patches with top_patches")
         rows = []
         for channel, hits, crops in zip(entry.channels, entry.hits, entry.crops, strict=True):
             tiles = [

@@ -124,7 +124,7 @@ def gradcam(
     cells = torch.relu((weights[:, None, None] * activation[0]).sum(dim=0))  # (h, w)
     cells_np = cells.detach().double().cpu().numpy()
     rows, cols = plan_steps(model_plan(model), name)
-    cam = place_on_input(cells_np, rows, cols, tuple(x.shape[2:]))
+    cam = place_on_input(cells_np, rows, cols, (x.shape[2], x.shape[3]))
     saliency = grad_x[0].abs().amax(dim=0).cpu().numpy()  # (H, W)
     return GradCam(
         layer=name,

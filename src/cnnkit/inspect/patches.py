@@ -18,6 +18,7 @@ from torch import nn
 from cnnkit.errors import ConfigError
 from cnnkit.inspect.receptive import input_box, jump_offset, plan_steps
 from cnnkit.inspect.views import capture, conv_names, evaluating, layer_label, model_plan
+from cnnkit.plan import Plan
 
 Preprocess = Callable[[np.ndarray], torch.Tensor]  # uint8 (B, H, W, C) -> float (B, C, H, W)
 
@@ -69,7 +70,8 @@ def top_patches(
             f"top_patches needs images fitted to {plan.input_shape}, got {images.shape[1:]}"
         )
     count = {name: min(channels, plan.layer(name).output_shape[2]) for name in names}
-    best = {name: None for name in names}  # (values, image, row, col), each (k', channels)
+    # (values, image, row, col), each (k', channels); None until a batch has been scanned
+    best: dict[str, tuple[torch.Tensor, ...] | None] = {name: None for name in names}
     with evaluating(model), torch.no_grad(), capture(model, names) as outputs:
         for start in range(0, len(images), batch_size):
             model(preprocess(images[start : start + batch_size]))
@@ -82,40 +84,50 @@ def top_patches(
                 best[name] = _merge(best[name], candidate, k)
     results = []
     for name in names:
-        values, index, row, col = (t.numpy() for t in best[name])  # (k', c)
-        layer = plan.layer(name)
-        rows, cols = plan_steps(plan, name)
-        (jump_h, offset_h, _), (jump_w, offset_w, _) = jump_offset(rows), jump_offset(cols)
-        entry = LayerPatches(
-            name,
-            layer_label(layer),
-            layer.receptive_field or (1, 1),
-            (jump_h, jump_w),
-            (offset_h, offset_w),
-            list(range(count[name])),
-            image_size=(images.shape[1], images.shape[2]),
-        )
-        for channel in entry.channels:
-            entry.hits.append(
-                [
-                    {
-                        "image": int(index[r, channel]),
-                        "row": int(row[r, channel]),
-                        "col": int(col[r, channel]),
-                        "value": round(float(values[r, channel]), 6),
-                        "box": list(
-                            input_box(plan, name, int(row[r, channel]), int(col[r, channel]))
-                        ),
-                    }
-                    for r in range(values.shape[0])
-                ]
-            )
-        entry.crops = crop_boxes(images, entry.hits)
-        results.append(entry)
+        found = best[name]
+        if found is None:  # no batch was scanned
+            raise ConfigError(f"top_patches needs at least one image, got {len(images)}")
+        results.append(_layer_patches(plan, name, found, images))
     return results
 
 
-def _merge(old: tuple | None, new: tuple, k: int) -> tuple:
+def _layer_patches(
+    plan: Plan, name: str, best: tuple[torch.Tensor, ...], images: np.ndarray
+) -> LayerPatches:
+    """One layer's entry from its best (values, image, row, col), each (k', channels)."""
+    values, index, row, col = (t.numpy() for t in best)  # (k', c)
+    layer = plan.layer(name)
+    rows, cols = plan_steps(plan, name)
+    (jump_h, offset_h, _), (jump_w, offset_w, _) = jump_offset(rows), jump_offset(cols)
+    entry = LayerPatches(
+        name,
+        layer_label(layer),
+        layer.receptive_field or (1, 1),
+        (jump_h, jump_w),
+        (offset_h, offset_w),
+        list(range(values.shape[1])),
+        image_size=(images.shape[1], images.shape[2]),
+    )
+    for channel in entry.channels:
+        entry.hits.append(
+            [
+                {
+                    "image": int(index[r, channel]),
+                    "row": int(row[r, channel]),
+                    "col": int(col[r, channel]),
+                    "value": round(float(values[r, channel]), 6),
+                    "box": list(input_box(plan, name, int(row[r, channel]), int(col[r, channel]))),
+                }
+                for r in range(values.shape[0])
+            ]
+        )
+    entry.crops = crop_boxes(images, entry.hits)
+    return entry
+
+
+def _merge(
+    old: tuple[torch.Tensor, ...] | None, new: tuple[torch.Tensor, ...], k: int
+) -> tuple[torch.Tensor, ...]:
     """Keep the k largest values per channel of old and new (each (n, c) tensors)."""
     if old is not None:
         new = tuple(torch.cat([a, b]) for a, b in zip(old, new, strict=True))

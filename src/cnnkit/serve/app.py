@@ -262,7 +262,7 @@ def _add_conv_step_route(app: FastAPI, service: Service) -> None:
     # pick real ones, and any other name is a 422 that names the choices.
     explorer = service.explorer
     names = explorer.conv_names
-    ConvLayer = Literal[names] if names else str  # type: ignore[valid-type]
+    ConvLayer = Literal[names] if names else str
     # The largest valid (y, x, channel) over the conv layers; each layer's own range is checked
     # in Explorer.conv_step.
     limits = [

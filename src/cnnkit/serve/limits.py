@@ -60,7 +60,7 @@ class LimitedHttpTools(HttpToolsProtocol):
         self._header_timer: Any = None  # armed while headers are awaited
         self._refused = False
 
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+    def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         if self.limit_concurrency is not None and len(self.connections) > self.limit_concurrency:
             self._refuse(503, "too many open connections; retry shortly")
