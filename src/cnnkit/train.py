@@ -228,6 +228,18 @@ class Hooks:
     on_start: Callable[[Start], None] | None = None
     on_step: Callable[[Progress], None] | None = None
     on_eval: Callable[[dict[str, Any]], None] | None = None
+    # After on_eval, with the model: cnnkit.inspect.snapshots.snapshot_hook() writes live views.
+    on_snapshot: Callable[[Evaluation], None] | None = None
+
+
+@dataclass
+class Evaluation:
+    """An evaluation and the model it scored; given to `Hooks.on_snapshot`."""
+
+    run: Path
+    model: nn.Module  # the training model, not compiled: observe it in eval mode, change nothing
+    record: dict[str, Any]  # the metrics record, as on_eval gets it
+    probe: Any  # uint8 (H, W, C) numpy: the first validation image, the same at every evaluation
 
 
 @dataclass
@@ -593,6 +605,9 @@ class _Trainer:
                     clock = time.perf_counter()
                     if self.hooks.on_eval:
                         self.hooks.on_eval(record)
+                    if self.hooks.on_snapshot:
+                        probe = self.setup.val.images[0]
+                        self.hooks.on_snapshot(Evaluation(self.run_dir, model, record, probe))
                     if config.target_acc is not None and record["val_acc"] >= config.target_acc:
                         stopped = self.stopped = "target"
                         save = True
