@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import threading
@@ -220,3 +221,45 @@ def add_live_routes(
         current.streams += 1
         headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
         return StreamingResponse(_events(current), media_type="text/event-stream", headers=headers)
+
+
+# ----------------------------------------------------------------------------- beside training
+
+
+def serve_in_background(
+    run: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, wait_s: float = 600.0
+) -> tuple[str, threading.Thread]:
+    """Serve `run` from a daemon thread of this process (`cnnkit train --serve`); returns the
+    URL, printable at once, and the thread.
+
+    The port listens now; the app is built once the trainer has saved its first checkpoint (step
+    0, before the first step), and requests wait in the backlog until then. The thread sets no
+    torch threads and no signal handlers, so training runs as it would without it.
+    """
+    import uvicorn
+
+    from cnnkit.serve.app import create_app
+    from cnnkit.serve.security import allowed_hostnames
+    from cnnkit.serve.server import _shown, listen
+
+    sock = listen(host, port)
+    url = f"http://{_shown(host)}:{sock.getsockname()[1]}"
+    folder = Path(run)
+
+    def serve() -> None:
+        deadline = time.monotonic() + wait_s
+        app = None
+        while app is None:
+            if time.monotonic() > deadline:
+                sock.close()
+                return
+            time.sleep(0.2)
+            if runs.is_run(folder) and (folder / runs.WEIGHTS).is_file():
+                with contextlib.suppress(CnnkitError):  # caught mid-save: look again
+                    app = create_app(folder, hostnames=allowed_hostnames(host))
+        config = uvicorn.Config(app, log_level="warning", access_log=False)
+        uvicorn.Server(config).run(sockets=[sock])
+
+    thread = threading.Thread(target=serve, name="cnnkit-live-server", daemon=True)
+    thread.start()
+    return url, thread
