@@ -266,3 +266,15 @@ def test_a_served_classifier_has_no_live_view(run):
 
     with TestClient(create_app(load(run[0].run)), base_url="http://127.0.0.1:8000") as local:
         assert "not a run folder" in assert_error(local.get("/api/live"), 404)
+
+
+def test_a_network_without_conv_gets_maps_only(tmp_path):
+    from cnnkit.network import build
+    from cnnkit.spec import parse
+
+    spec = parse("28x28x1 > flatten > fc 10")
+    model = build(spec, seed=0)
+    runs.save_model(tmp_path, model, runs.make_manifest(spec, list("0123456789"), [0.1], [0.3]))
+    entry = snapshots.write_snapshot(tmp_path, model, 5, np.zeros((28, 28, 1), np.uint8))
+    document = json.loads((snapshots.live_dir(tmp_path) / entry["file"]).read_text())
+    assert document["filters"] is None and document["gradcam"] is None and document["maps"] == []

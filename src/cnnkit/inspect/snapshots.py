@@ -30,9 +30,9 @@ from torch import nn
 from cnnkit import runs
 from cnnkit.data.loader import normalisation, normalise
 from cnnkit.inspect import draw
-from cnnkit.inspect.gradcam import gradcam
+from cnnkit.inspect.gradcam import gradcam, spatial_layers
 from cnnkit.inspect.overlay import heat_colours, overlay
-from cnnkit.inspect.views import feature_maps, filters
+from cnnkit.inspect.views import conv_names, feature_maps, filters
 
 LIVE_DIR = "live"  # inside the run directory
 INDEX = "index.json"
@@ -162,9 +162,10 @@ def write_snapshot(
     document = {
         "step": step,
         **figures,
-        "filters": filter_view(model),
+        # A network without a conv has no filters; one without spatial layers no Grad-CAM.
+        "filters": filter_view(model) if conv_names(model) else None,
         "maps": map_views(model, x),
-        "gradcam": gradcam_view(model, x, probe),
+        "gradcam": gradcam_view(model, x, probe) if spatial_layers(model) else None,
     }
     runs.atomic_write_json(folder / snapshot_name(step), document)
     index = read_index(run_dir)

@@ -59,9 +59,9 @@ class LiveSnapshot(BaseModel):
     val_loss: float | None = None
     train_loss: float | None = None
     lr: float | None = None
-    filters: dict[str, Any] = Field(description="the first conv's filters as one PNG grid")
+    filters: dict[str, Any] | None = Field(description="the first conv's filters, one PNG grid")
     maps: list[dict[str, Any]] = Field(description="each feature layer's strongest maps")
-    gradcam: dict[str, Any] = Field(description="the probe's Grad-CAM, heat and overlay PNGs")
+    gradcam: dict[str, Any] | None = Field(description="the probe's Grad-CAM: heat, overlay")
 
 
 class LiveMetrics(BaseModel):

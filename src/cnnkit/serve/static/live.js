@@ -98,19 +98,26 @@ async function showSnapshot(step) {
   if (!live.snapshots.has(step)) live.snapshots.set(step, await api(`/api/live/snapshot?step=${step}`));
   const snap = live.snapshots.get(step);
   live.shown = step;
-  const filters = snap.filters;
-  const [k, c, fh, fw] = filters.shape;
-  const rows = Math.ceil(k / filters.columns);
+  const filters = snap.filters; // null for a network without a conv layer
   const img = $("live-filters");
-  img.src = pngSrc(filters.png);
   img.dataset.step = String(step);
-  img.style.height = `${Math.min(48 * rows, 240)}px`;
-  $("live-filters-note").textContent =
-    `${filters.layer}: ${k} filters of ${fh}×${fw}×${c}, blue − 0 white + red, ±${filters.limit.toPrecision(2)}`;
-  const cam = snap.gradcam;
-  $("live-cam").src = pngSrc(cam.overlay_png);
+  if (filters) {
+    const [k, c, fh, fw] = filters.shape;
+    img.src = pngSrc(filters.png);
+    img.style.height = `${Math.min(48 * Math.ceil(k / filters.columns), 240)}px`;
+    $("live-filters-note").textContent =
+      `${filters.layer}: ${k} filters of ${fh}×${fw}×${c}, blue − 0 white + red, ±${filters.limit.toPrecision(2)}`;
+  } else {
+    img.removeAttribute("src");
+    $("live-filters-note").textContent = "no conv layer, so no filters";
+  }
+  const cam = snap.gradcam; // null without a layer of spatial extent
   $("live-cam").dataset.step = String(step);
-  $("live-cam-note").textContent = `Grad-CAM of ${cam.layer}: predicted ${cam.predicted} (${(100 * cam.probability).toFixed(1)}%)`;
+  if (cam) $("live-cam").src = pngSrc(cam.overlay_png);
+  else $("live-cam").removeAttribute("src");
+  $("live-cam-note").textContent = cam
+    ? `Grad-CAM of ${cam.layer}: predicted ${cam.predicted} (${(100 * cam.probability).toFixed(1)}%)`
+    : "no layer with spatial extent, so no Grad-CAM";
   $("live-maps").replaceChildren(
     ...snap.maps.map((layer) =>
       el(
