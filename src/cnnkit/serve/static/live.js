@@ -104,7 +104,6 @@ async function showSnapshot(step) {
   if (filters) {
     const [k, c, fh, fw] = filters.shape;
     img.src = pngSrc(filters.png);
-    img.style.height = `${Math.min(48 * Math.ceil(k / filters.columns), 240)}px`;
     $("live-filters-note").textContent =
       `${filters.layer}: ${k} filters of ${fh}×${fw}×${c}, blue − 0 white + red, ±${filters.limit.toPrecision(2)}`;
   } else {
@@ -227,7 +226,10 @@ export async function startLive(onFinished = () => location.reload()) {
   if (index.finished && !index.snapshots.length) return;
   $("live-card").hidden = false;
   for (const id of ["live-probe", "live-cam"]) Object.assign($(id).style, PIXELATED, { width: "112px", height: "112px" });
-  Object.assign($("live-filters").style, PIXELATED);
+  Object.assign($("live-filters").style, PIXELATED, { width: "100%", height: "auto" });
+  // Captions wrap under their image instead of pushing the next figure to another line.
+  for (const figure of $("live-card").querySelectorAll(".row figure")) figure.style.maxWidth = "260px";
+  $("live-filters").parentElement.style.width = "260px";
   $("live-slider").addEventListener("input", async () => {
     const steps = live.index.snapshots.map((s) => s.step);
     const position = Number($("live-slider").value);
