@@ -164,6 +164,8 @@ def _entry(item: dict[str, Any]) -> dict[str, Any]:
 
 async def _events(live: LiveRun) -> AsyncIterator[bytes]:
     """'change' events carrying the files' stamp, until training ends or the lifetime passes."""
+    # Counted here, not in the route: a response that never starts would never give it back.
+    live.streams += 1
     try:
         ends, last = time.monotonic() + STREAM_SECONDS, None
         yield b"retry: 1000\n\n"
@@ -218,7 +220,6 @@ def add_live_routes(
         current = need()
         if current.streams >= MAX_STREAMS:
             raise HTTPException(503, f"{MAX_STREAMS} live streams are open; close a tab")
-        current.streams += 1
         headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
         return StreamingResponse(_events(current), media_type="text/event-stream", headers=headers)
 
