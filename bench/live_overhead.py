@@ -77,7 +77,9 @@ def main() -> None:
                         f"  seed {seed} {'live ' if live else 'plain'}: to {args.target:g} "
                         f"{row['to_target_s']} s, {row['evaluations']} evaluations, "
                         f"{row['snapshots']} snapshots ({row['skipped']} skipped) "
-                        f"{row['snapshot_s']:.3f} s = {100 * row['fraction']:.2f}% of {row['train_s']} s",
+                        f"{row['snapshot_s']:.3f} s = {100 * row['fraction']:.2f}% of {row['train_s']} s; "
+                        f"{1000 * row['snapshot_s'] / max(row['snapshots'], 1):.0f} ms a snapshot, "
+                        f"{row['train_s'] / max(row['evaluations'], 1):.2f} s between evaluations",
                         flush=True,
                     )
     for live in (False, True):

@@ -171,7 +171,12 @@ class _Printer:
         from cnnkit.train import Hooks
 
         # Snapshots always: `cnnkit serve RUN` may be started on the run while it trains.
-        return Hooks(self.on_start, self.on_step, self.on_eval, on_snapshot=snapshot_hook())
+        return Hooks(
+            on_start=self.on_start,
+            on_step=self.on_step,
+            on_eval=self.on_eval,
+            on_snapshot=snapshot_hook(),
+        )
 
     def text(self, text: str) -> None:
         """Human text: stdout normally, stderr under --json so stdout stays JSON lines."""
