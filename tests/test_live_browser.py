@@ -88,6 +88,11 @@ def test_watch_a_run_learn_then_explore_it(browser, training):
     slider = page.get_attribute("#live-slider", "max")
     assert int(slider) >= 2  # 10 evaluations; a snapshot over its time budget is skipped
     assert page.locator("#live-curves svg polyline").count() == 5
+    # The slider goes back to the first evaluation's snapshot (step 28: 0.2 of 140 steps).
+    page.focus("#live-slider")
+    page.keyboard.press("Home")
+    page.wait_for_selector("#live-filters[data-step='28']", timeout=30_000)
+    assert page.text_content("#live-step").startswith("step 28 (epoch 0.2)")
     assert not foreign and not problems, (foreign, problems)
     assert process.poll() is None  # still serving the trained model until Ctrl-C
     page.close()

@@ -230,12 +230,16 @@ export async function startLive(onFinished = () => location.reload()) {
   // Captions wrap under their image instead of pushing the next figure to another line.
   for (const figure of $("live-card").querySelectorAll(".row figure")) figure.style.maxWidth = "260px";
   $("live-filters").parentElement.style.width = "260px";
-  $("live-slider").addEventListener("input", async () => {
+  $("live-slider").addEventListener("input", () => {
     const steps = live.index.snapshots.map((s) => s.step);
     const position = Number($("live-slider").value);
     live.following = position === steps.length - 1;
-    await showSnapshot(steps[position]);
+    showSnapshot(steps[position]).catch((error) => ($("live-step").textContent = error.message));
   });
-  await refresh();
+  try {
+    await refresh();
+  } catch (error) {
+    $("live-status").textContent = `The run could not be read: ${error.message}`;
+  }
   if (!live.finished) follow(onFinished);
 }
