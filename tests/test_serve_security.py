@@ -299,7 +299,7 @@ def test_no_endpoint_takes_a_path_or_a_url(client):
         for operation in path.values()
         for parameter in operation.get("parameters", [])
     }
-    assert names == {"k", "format", "class", "image", "layer", "channel", "y", "x"}
+    assert names == {"k", "format", "class", "image", "layer", "channel", "y", "x", "step", "since"}
     routes = {
         (route.path, tuple(sorted(route.methods)))
         for route in client.app.routes
@@ -312,6 +312,10 @@ def test_no_endpoint_takes_a_path_or_a_url(client):
         "/api/activations",
         "/api/gradcam",
         "/api/conv-step",
+        "/api/live",
+        "/api/live/snapshot",
+        "/api/live/metrics",
+        "/api/live/stream",
         "/healthz",
         "/openapi.json",
         "/",

@@ -23,7 +23,10 @@ ALLOWED_FUNCTIONS = {
     # TODO(issue 9): 79 lines; pending edits to its macro averages.
     "metrics.py:classification_report": "h-evalruns",
 }
-ALLOWED_MODULES: dict[str, str] = {}
+ALLOWED_MODULES: dict[str, str] = {
+    # TODO(issue 9): 460 lines after the live hook; its hooks and results move out after the merges.
+    "train_loop.py": "lead",
+}
 
 
 def _functions(tree: ast.Module) -> list[tuple[str, int]]:

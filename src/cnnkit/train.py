@@ -51,6 +51,7 @@ from cnnkit.train_config import (
 )
 from cnnkit.train_loop import (
     CHECKPOINT_SECONDS,
+    Evaluation,
     FitResult,
     Hooks,
     Parts,
@@ -63,7 +64,7 @@ from cnnkit.train_loop import (
 
 __all__ = [
     "CHECKPOINT_SECONDS", "DEVICES", "OPTIMIZERS", "PRECISIONS", "RECIPES", "RESIZE_MODES",
-    "SCHEDULES", "FitResult", "Hooks", "Progress", "Start", "TrainConfig", "TrainState",
+    "SCHEDULES", "Evaluation", "FitResult", "Hooks", "Progress", "Start", "TrainConfig", "TrainState",
     "TrainingInterrupted", "build_model", "default_out", "fit", "learning_rate", "resume",
     "validate",
 ]  # fmt: skip

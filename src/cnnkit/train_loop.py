@@ -76,6 +76,18 @@ class Hooks:
     on_start: Callable[[Start], None] | None = None
     on_step: Callable[[Progress], None] | None = None
     on_eval: Callable[[dict[str, Any]], None] | None = None
+    # After on_eval, with the model: cnnkit.inspect.snapshots.snapshot_hook() writes live views.
+    on_snapshot: Callable[[Evaluation], None] | None = None
+
+
+@dataclass
+class Evaluation:
+    """An evaluation and the model it scored; given to `Hooks.on_snapshot`."""
+
+    run: Path
+    model: nn.Module  # the training model, not compiled: observe it in eval mode, change nothing
+    record: dict[str, Any]  # the metrics record, as on_eval gets it
+    probe: Any  # uint8 (H, W, C) numpy: the first validation image, the same at every evaluation
 
 
 @dataclass
@@ -339,6 +351,9 @@ class Trainer:
         self.clock = time.perf_counter()
         if self.hooks.on_eval:
             self.hooks.on_eval(record)
+        if self.hooks.on_snapshot and self.setup.val is not None:
+            probe = self.setup.val.images[0]
+            self.hooks.on_snapshot(Evaluation(self.run_dir, self.parts.model, record, probe))
         return record
 
     @torch.no_grad()

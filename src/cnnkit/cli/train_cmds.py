@@ -7,6 +7,7 @@ terminal); with --json, stdout holds only the metrics records, one JSON object p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
@@ -77,6 +78,9 @@ def register(subparsers) -> None:
     add("--resume", metavar="RUN", help="continue an interrupted run exactly; takes no options")
     add("--quiet", action="store_true", help="print only the summary")
     add("--json", action="store_true", help="print the metrics records as JSON lines")
+    add(
+        "--serve", nargs="?", type=int, const=8000, metavar="PORT", help="watch it live (port 8000)"
+    )
     train.set_defaults(handler=run_train)
     _register_demo(subparsers)
 
@@ -138,7 +142,7 @@ def _train(start: Any, args: argparse.Namespace) -> int:
     from cnnkit import render_train
     from cnnkit.train import TrainingInterrupted
 
-    printer = _Printer(quiet=args.quiet, json_lines=args.json)
+    printer = _Printer(quiet=args.quiet, json_lines=args.json, serve=args.serve)
     try:
         result = start(printer.hooks())
     except TrainingInterrupted as interrupted:
@@ -148,23 +152,38 @@ def _train(start: Any, args: argparse.Namespace) -> int:
     finally:
         printer.end_bar()
     printer.text(render_train.summary(result))
+    if printer.server is not None:  # the explorer stays up on the trained model until Ctrl-C
+        printer.text(f"training finished; the explorer stays at {printer.url} until Ctrl-C")
+        with contextlib.suppress(KeyboardInterrupt):
+            printer.server.join()
     return 0
 
 
 class _Printer:
     """The hooks of the train command: plan and notes, a bar on stderr, a line per evaluation."""
 
-    def __init__(self, quiet: bool, json_lines: bool, out: Any = None) -> None:
-        self.quiet, self.json_lines = quiet, json_lines
+    def __init__(
+        self, quiet: bool, json_lines: bool, out: Any = None, serve: int | None = None
+    ) -> None:
+        self.quiet, self.json_lines, self.serve = quiet, json_lines, serve
+        self.server: Any = None  # the --serve thread, once training has started
+        self.url = ""
         self.out = out or sys.stdout
         self.bar = sys.stderr.isatty() and not quiet
         self.bar_open = False
         self.epochs = 1
 
     def hooks(self) -> Any:
+        from cnnkit.inspect.snapshots import snapshot_hook
         from cnnkit.train import Hooks
 
-        return Hooks(on_start=self.on_start, on_step=self.on_step, on_eval=self.on_eval)
+        # Snapshots always: `cnnkit serve RUN` may be started on the run while it trains.
+        return Hooks(
+            on_start=self.on_start,
+            on_step=self.on_step,
+            on_eval=self.on_eval,
+            on_snapshot=snapshot_hook(),
+        )
 
     def text(self, text: str) -> None:
         """Human text: stdout normally, stderr under --json so stdout stays JSON lines."""
@@ -177,6 +196,11 @@ class _Printer:
         self.epochs = start.total_steps // max(start.steps_per_epoch, 1)
         if not self.quiet:
             self.text(render_plan(start.plan) + "\n\n" + render_train.start_lines(start))
+        if self.serve is not None:
+            from cnnkit.serve.live import serve_in_background
+
+            self.url, self.server = serve_in_background(start.run, port=self.serve)
+            self.text(f"watch it live at {self.url}")
 
     def on_step(self, progress: Any) -> None:
         from cnnkit import render_train

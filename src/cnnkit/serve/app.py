@@ -37,6 +37,7 @@ from starlette.exceptions import HTTPException
 from cnnkit.data.images import DEFAULT_MAX_PIXELS
 from cnnkit.inspect.explorer import Explorer
 from cnnkit.predict import Classifier, load
+from cnnkit.serve.live import add_live_routes
 from cnnkit.serve.schemas import (
     BATCH_BODY,
     ERRORS,
@@ -119,6 +120,7 @@ def create_app(
     _add_prediction_routes(app, service, _model_info(service.explorer))
     _add_view_routes(app, service)
     _add_conv_step_route(app, service)
+    add_live_routes(app, service, None if isinstance(run, Classifier) else run, device)
     _add_page_routes(app, _static_files())
     return app
 

@@ -1,6 +1,6 @@
 // The JSON API, with the bearer token when the server asks for one (401 -> a dialog).
 
-const TOKEN_KEY = "cnnkit-token";
+export const TOKEN_KEY = "cnnkit-token";
 
 export class ApiError extends Error {
   constructor(status, message) {

@@ -6,6 +6,7 @@
 import { api, postImage } from "./api.js";
 import { clearConvStep, showConvStep } from "./conv.js";
 import { $, el, loadImage, pngSrc } from "./dom.js";
+import { startLive } from "./live.js";
 import { formatValue, inferno, paint, scaleBar } from "./maps.js";
 import { markSelected, prepareLayers, renderOverview, setupStrip } from "./overview.js";
 import { startPlayground } from "./playground.js";
@@ -341,4 +342,7 @@ setupGradcam();
 setupStrip();
 watchScores();
 startPlayground();
-loadModel().catch((error) => clearResult(`The model could not be loaded: ${error.message}`, true));
+// The live view asks after the model has: one token dialog at most.
+loadModel()
+  .catch((error) => clearResult(`The model could not be loaded: ${error.message}`, true))
+  .finally(() => startLive());
