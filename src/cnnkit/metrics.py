@@ -1,7 +1,9 @@
 """Classification metrics from labels and predictions: NumPy only, plain dicts out.
 
 Conventions follow scikit-learn's `classification_report` with `zero_division=0`: a class never
-predicted has precision 0, a class never present has recall 0, and macro averages include them.
+predicted has precision 0 and a class never present has recall 0. Unlike scikit-learn, the macro
+averages leave out the classes without images: with them, a test set holding 2 of 3 classes
+printed a 66.7% macro recall next to 100% accuracy ("classes_without_images" counts them).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ def classification_report(
     recall = _divide(hits, support)
     f1 = _divide(2 * precision * recall, precision + recall)
     weights = support / support.sum()
+    present = support > 0  # classes with images: the only ones the macro averages count
 
     per_class = [
         {
@@ -88,10 +91,11 @@ def classification_report(
         "loss": _loss(true, probs, log_probs, classes),
         "classes": per_class,
         "macro": {
-            "precision": float(precision.mean()),
-            "recall": float(recall.mean()),
-            "f1": float(f1.mean()),
+            "precision": float(precision[present].mean()),
+            "recall": float(recall[present].mean()),
+            "f1": float(f1[present].mean()),
         },
+        "classes_without_images": int(classes - present.sum()),
         "weighted": {
             "precision": float(weights @ precision),
             "recall": float(weights @ recall),

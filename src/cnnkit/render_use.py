@@ -11,7 +11,12 @@ from typing import Any
 from cnnkit.render import count, table
 
 MATRIX_MAX_CLASSES = 20  # wider than a terminal beyond this; --json still has the whole matrix
-MATRIX_NAME_WIDTH = 6  # longer class names become column numbers in the matrix header
+MATRIX_NAME_WIDTH = 6
+SPLITS = (
+    "train",
+    "val",
+    "test",
+)  # a split named by its key alone; others are described  # longer class names become column numbers in the matrix header
 
 
 def percent(value: float | None, digits: int = 1) -> str:
@@ -27,15 +32,22 @@ def render_evaluation(
 ) -> str:
     """The evaluate report: headline, per-class table, confusion matrix and worst mistakes."""
     loss = report.get("loss")
-    which = f"{split} split, " if split else ""
+    images = count(report["count"])
+    if split == "all":  # a source without splits: every image of it, not a "train split"
+        where = f"all {images} images"
+    elif split:
+        where = f"{split}{' split' if split in SPLITS else ''}, {images} images"
+    else:
+        where = f"{images} images"
     lines = [
         f"run:      {run}",
-        f"data:     {data} ({which}{count(report['count'])} images)",
+        f"data:     {data} ({where})",
         f"accuracy: {percent(report['accuracy'], 2)} "
         f"({count(report['correct'])} of {count(report['count'])} right)",
         f"loss:     {'-' if loss is None else f'{loss:.4f}'} (mean negative log-likelihood)",
         "",
         _class_table(report),
+        *_left_out(report),
         "",
         _matrix(report),
     ]
@@ -48,12 +60,13 @@ def render_evaluation(
 
 
 def _class_table(report: dict[str, Any]) -> str:
+    # A class without images has no recall (nor F1): "-" rather than a 0 that reads as a failure.
     rows = [
         [
             c["name"],
             percent(c["precision"]),
-            percent(c["recall"]),
-            percent(c["f1"]),
+            percent(c["recall"] if c["support"] else None),
+            percent(c["f1"] if c["support"] else None),
             count(c["support"]),
         ]
         for c in report["classes"]
@@ -73,6 +86,18 @@ def _class_table(report: dict[str, Any]) -> str:
         rows,
         right=[False, True, True, True, True],
     )
+
+
+def _left_out(report: dict[str, Any]) -> list[str]:
+    """The line under the class table when the macro averages skipped classes without images."""
+    left_out = report.get("classes_without_images", 0)
+    if not left_out:
+        return []
+    kept = len(report["classes"]) - left_out
+    noun = "class" if left_out == 1 else "classes"
+    return [
+        f"macro avg: over the {kept} classes with images ({left_out} {noun} without images left out)"
+    ]
 
 
 def _matrix(report: dict[str, Any]) -> str:

@@ -15,21 +15,21 @@ def register(subparsers) -> None:
     evaluate = subparsers.add_parser(
         "evaluate",
         help="accuracy, loss, per-class scores and confusions of a run on a data set",
-        description="Evaluate a trained run on a data set: its test split if it has one, "
-        "else val, else train.",
+        description="Evaluate a trained run on a data set (default: the run's own): its test "
+        "split if it has one, else val, else the validation images the run held out, else all.",
     )
     evaluate.add_argument("run", help="the run directory ('cnnkit train --out DIR')")
     evaluate.add_argument(
         "--data",
-        required=True,
         metavar="SOURCE",
-        help="a data set name (mnist, mnist:test), an image folder or an .npz file",
+        help="a data set name (mnist, mnist:test), an image folder or an .npz file "
+        "(default: the data the run was trained on)",
     )
     evaluate.add_argument("--data-dir", metavar="DIR", help="where downloaded data sets are kept")
     evaluate.add_argument(
         "--split",
         choices=SPLIT_PREFERENCE,
-        help="the split to evaluate (default: test, val, train)",
+        help="the split to evaluate (default: test, val, the run's held-out part, train)",
     )
     evaluate.add_argument(
         "--plots",
@@ -81,8 +81,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     classifier = load(args.run, device=_device(args.device))
     data = open_for_run(classifier.manifest, args.data, data_dir=args.data_dir, progress=True)
-    name, split, note = data.choose_split(args.split)
-    notes = [note] if note else []
+    chosen = data.choose_split(args.split)
+    split, notes = chosen.split, [chosen.note] if chosen.note else []
+    for note in data.notes:  # what was done to the data to fit the model, said once
+        print(f"note: {note}", file=sys.stderr)
     plots: dict[str, str] = {}
     labels = split.labels
     if args.plots:
@@ -103,12 +105,22 @@ def run_evaluate(args: argparse.Namespace) -> int:
     else:
         report = classifier.evaluate(split.images, labels, batch_size=args.batch_size)
     if args.json:
-        document = {"run": str(args.run), "data": args.data, "split": name, **report}
+        document = {
+            "run": str(args.run),
+            "data": data.source,
+            "split": chosen.name,
+            "split_description": chosen.description,
+            "notes": data.notes + notes,
+            **report,
+        }
         if plots:
             document["plots"] = plots
         print(json.dumps(document, indent=2))
     else:
-        print(render_evaluation(report, run=str(args.run), data=args.data, split=name, notes=notes))
+        text = render_evaluation(
+            report, run=str(args.run), data=data.source, split=chosen.description, notes=notes
+        )
+        print(text)
     return 0
 
 
