@@ -140,3 +140,40 @@ def render_predictions(results: Sequence[dict[str, Any]]) -> str:
         for entry in result["top"]:
             lines.append(f"  {entry['class'].ljust(width)}  {percent(entry['prob'], 2):>7}")
     return "\n".join(lines)
+
+
+def duration(seconds: float | None) -> str:
+    """12.3 s under two minutes, else 4m05s; '-' for none."""
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}m{rest:02d}s"
+
+
+def render_runs(rows: Sequence[Any], directory: str) -> str:
+    """`cnnkit runs`: one line per run (`runs_table.RunRow`), then the unreadable ones."""
+    if not rows:
+        return f"no runs in {directory} (train one with 'cnnkit train --out {directory}/NAME')"
+    good = [row for row in rows if row.problem is None]
+    lines = [
+        table(
+            ["run", "model", "data", "best acc", "time", "images/s", "from"],
+            [
+                [
+                    row.name,
+                    row.model,
+                    row.data,
+                    percent(row.best_acc, 2),
+                    duration(row.train_s),
+                    count(None if row.images_per_s is None else round(row.images_per_s)),
+                    row.origin or "-",
+                ]
+                for row in good
+            ],
+            right=[False, False, False, True, True, True, False],
+        )
+    ]
+    lines += [f"{row.name}: unreadable: {row.problem}" for row in rows if row.problem is not None]
+    return "\n".join(lines)
