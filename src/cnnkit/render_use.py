@@ -177,3 +177,24 @@ def render_runs(rows: Sequence[Any], directory: str) -> str:
     ]
     lines += [f"{row.name}: unreadable: {row.problem}" for row in rows if row.problem is not None]
     return "\n".join(lines)
+
+
+def render_input_notes(results: Sequence[dict[str, Any]], most: int = 8) -> list[str]:
+    """Each distinct note of `predict`'s results once, with how many images it concerns.
+
+    "note: 3 of 5 images: colour, made grey for this 28x28x1 model"; a note of one named image
+    names it. At most `most` lines, then one that says how many more (--json has each image's).
+    """
+    images: dict[str, list[str | None]] = {}
+    for result in results:
+        for note in result.get("notes") or ():
+            images.setdefault(note, []).append(result["file"])
+    lines = []
+    for note, files in list(images.items())[:most]:
+        if len(files) == 1 and files[0] is not None:
+            lines.append(f"note: {files[0]}: {note}")
+        else:
+            lines.append(f"note: {len(files)} of {len(results)} images: {note}")
+    if len(images) > most:
+        lines.append(f"note: {len(images) - most} other notes; --json lists each image's")
+    return lines

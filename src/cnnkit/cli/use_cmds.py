@@ -127,7 +127,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     from cnnkit.onnx_runtime import is_onnx_path, load_onnx
     from cnnkit.preprocess import image_files
-    from cnnkit.render_use import render_predictions
+    from cnnkit.render_use import render_input_notes, render_predictions
 
     files = image_files(args.files)  # before loading, so a typo'd folder fails fast
     if is_onnx_path(args.run):  # ONNX Runtime on the CPU: never imports torch
@@ -141,6 +141,8 @@ def run_predict(args: argparse.Namespace) -> int:
         [str(file) for file in files], top_k=args.top_k, batch_size=args.batch_size
     )
     print(json.dumps(results, indent=2) if args.json else render_predictions(results))
+    for line in render_input_notes(results):  # stderr: stdout stays the results alone
+        print(line, file=sys.stderr)
     failed = [result for result in results if result["error"] is not None]
     if failed:
         # The reasons go to stderr too, so they are seen when stdout is piped (--json > file).

@@ -85,11 +85,12 @@ def open_image(
     return image
 
 
-def to_array(image: Image.Image, channels: int | None = None) -> np.ndarray:
+def to_array(image: Image.Image, channels: int | None = None, background: int = 255) -> np.ndarray:
     """Any Pillow image -> uint8 (h, w, C) at its own size; C is `channels`, or 1/3 as stored.
 
-    16-bit images are scaled to 8 bits, palette images expanded, alpha composited on white,
-    and an EXIF orientation applied, as a phone photo is shown.
+    16-bit images are scaled to 8 bits, palette images expanded, alpha composited on
+    `background` (255 white, as data folders are read; 0 black for white-on-black digits), and
+    an EXIF orientation applied, as a phone photo is shown.
     """
     if image.getexif().get(0x0112, 1) != 1:  # 0x0112: EXIF Orientation; 1 means upright
         image = ImageOps.exif_transpose(image)
@@ -103,8 +104,8 @@ def to_array(image: Image.Image, channels: int | None = None) -> np.ndarray:
         pixels = np.asarray(image.convert("L"))
     elif mode in ("LA", "La", "RGBA", "RGBa", "PA") or "transparency" in image.info:
         rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        pixels = np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+        under = Image.new("RGBA", rgba.size, (background, background, background, 255))
+        pixels = np.asarray(Image.alpha_composite(under, rgba).convert("RGB"))
         if mode in ("LA", "La"):
             pixels = pixels[..., 0]  # gray stays gray: all three channels are equal
     else:
@@ -175,11 +176,14 @@ def check_shape(shape: tuple[int, int, int], resize: str) -> tuple[int, int, int
 
 
 def preprocess_image(
-    image: Image.Image, shape: tuple[int, int, int], resize: str = "letterbox"
+    image: Image.Image,
+    shape: tuple[int, int, int],
+    resize: str = "letterbox",
+    background: int = 255,
 ) -> np.ndarray:
     """One photo (any mode) -> uint8 (H, W, C), exactly as training images are fitted."""
     height, width, channels = check_shape(shape, resize)
-    return fit_array(to_array(image, channels), (height, width), resize)
+    return fit_array(to_array(image, channels, background), (height, width), resize)
 
 
 def fit_images(
