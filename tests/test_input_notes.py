@@ -58,6 +58,7 @@ def half_transparent() -> Image.Image:
                     "resized (letterbox) from 64x48 to 28x28 (width x height)"]),
         (Image.fromarray(np.zeros((14, 14), np.uint8)),
          ["padded from 14x14 to 28x28 (width x height)"]),
+        (Image.fromarray(np.zeros((24, 24), np.uint8)), []),  # a thin border, as 28 -> 32
         (gif(24), ["frame 0 of a 24-frame GIF image used"]),
         (half_transparent(),
          ["transparent pixels composited onto black, the training background"]),

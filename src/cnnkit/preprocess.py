@@ -116,10 +116,13 @@ def input_notes(
     w, h = image.size
     if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF turns it a quarter: shown as h x w
         w, h = h, w
-    if (h, w) != (height, width):
-        padded = height >= h and width >= w and h * width == w * height
-        how = "padded" if padded else f"resized ({resize})"
-        notes.append(f"{how} from {w}x{h} to {width}x{height} (width x height)")
+    padded = height >= h and width >= w and h * width == w * height
+    if (h, w) != (height, width) and not padded:
+        notes.append(f"resized ({resize}) from {w}x{h} to {width}x{height} (width x height)")
+    elif padded and 4 * h < 3 * height:
+        # A border of a few pixels is how array data is fitted in training too (MNIST's 28x28
+        # into LeNet's 32x32: not noted); a small image in a wide border is not.
+        notes.append(f"padded from {w}x{h} to {width}x{height} (width x height)")
     return notes
 
 

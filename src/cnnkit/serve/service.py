@@ -29,11 +29,13 @@ from cnnkit.errors import CnnkitError
 from cnnkit.inspect.draw import sequential
 from cnnkit.inspect.explorer import Explorer, LayerMaps
 from cnnkit.inspect.overlay import heat_colours, overlay
+from cnnkit.preprocess import fit_noted
 from cnnkit.serve.batching import MicroBatcher, Overloaded
 
 MAX_BATCH_FILES = 64  # files in one /api/predict/batch request
 # Smaller uploads decode on the event loop (~0.1 ms); larger ones in a thread.
 INLINE_DECODE_BYTES = 256 * 1024
+Predicted = tuple[np.ndarray, list[str]]  # an upload's probabilities (classes,) and its notes
 
 
 def png(pixels: np.ndarray) -> str:
@@ -107,7 +109,7 @@ class Service:
         self.explorer = explorer
         self.classifier = explorer.classifier
         self.images = ImageStore(max_images)
-        self.batcher: MicroBatcher[tuple[str, bytes], np.ndarray | HTTPException] = MicroBatcher(
+        self.batcher: MicroBatcher[tuple[str, bytes], Predicted | HTTPException] = MicroBatcher(
             self._decode_and_predict, max_wait=max_wait
         )
 
@@ -117,6 +119,12 @@ class Service:
         self, request: Request, field: str = "file", many: bool = False
     ) -> list[np.ndarray]:
         """The request's image(s), decoded and fitted to the model's input: uint8 (H, W, C)."""
+        return [pixels for pixels, _ in await self.read_fitted(request, field, many)]
+
+    async def read_fitted(
+        self, request: Request, field: str = "file", many: bool = False
+    ) -> list[tuple[np.ndarray, list[str]]]:
+        """`read_images`, each with its notes (`cnnkit.preprocess.input_notes`)."""
         blobs = await self.read_blobs(request, field, many)
         if sum(len(data) for _, data in blobs) > INLINE_DECODE_BYTES:
             return await run_in_threadpool(self._fit_all, blobs)
@@ -142,43 +150,46 @@ class Service:
             blobs.append(("the upload", await request.body()))
         return blobs
 
-    def _fit_all(self, blobs: Sequence[tuple[str, bytes]]) -> list[np.ndarray]:
+    def _fit_all(self, blobs: Sequence[tuple[str, bytes]]) -> list[tuple[np.ndarray, list[str]]]:
         fitted = []
         for what, data in blobs:
             image = decode(data, what)
             try:
-                fitted.append(self.classifier.fit(image))
+                fitted.append(fit_noted(self.classifier, image))
             except CnnkitError as error:
                 raise HTTPException(422, f"{what}: {error}") from None
         return fitted
 
     # --------------------------------------------------------------- prediction
 
-    async def predict(self, blob: tuple[str, bytes]) -> np.ndarray:
-        """One upload's probabilities (classes,), predicted in a batch with its neighbours."""
+    async def predict(self, blob: tuple[str, bytes]) -> tuple[np.ndarray, list[str]]:
+        """One upload's probabilities (classes,) and notes, predicted in a batch with its
+        neighbours."""
         try:
-            probs = await self.batcher.submit(blob)
+            result = await self.batcher.submit(blob)
         except Overloaded as error:
             raise HTTPException(503, f"server busy: {error}; retry shortly") from None
-        if isinstance(probs, HTTPException):
-            raise probs
-        return probs
+        if isinstance(result, HTTPException):
+            raise result
+        return result
 
     def _decode_and_predict(
         self, blobs: Sequence[tuple[str, bytes]]
-    ) -> list[np.ndarray | HTTPException]:
+    ) -> list[tuple[np.ndarray, list[str]] | HTTPException]:
         """The batcher's work: decoding here, in its thread, keeps the event loop free for HTTP
         parsing. A bad image fails only its own request: its slot holds the error instead of
         probabilities."""
-        fitted: list[np.ndarray | HTTPException] = []
+        fitted: list[tuple[np.ndarray, list[str]] | HTTPException] = []
         for blob in blobs:
             try:
                 fitted.extend(self._fit_all([blob]))
             except HTTPException as error:
                 fitted.append(error)
-        good = [item for item in fitted if isinstance(item, np.ndarray)]
+        good = [item[0] for item in fitted if not isinstance(item, HTTPException)]
         probs = iter(self.explorer.predict_batch(good) if good else [])
-        return [item if isinstance(item, HTTPException) else next(probs) for item in fitted]
+        return [
+            item if isinstance(item, HTTPException) else (next(probs), item[1]) for item in fitted
+        ]
 
     def top(self, probs: np.ndarray, k: int) -> list[dict[str, Any]]:
         return self.explorer.top(probs, k)
