@@ -93,3 +93,14 @@ def test_macro_average_line_says_which_classes_were_left_out(tmp_path, folder, c
     assert "macro avg: over the 2 classes with images (1 class without images left out)" in out
     row = next(line for line in out.splitlines() if line.startswith("c "))
     assert row.split()[2:4] == ["-", "-"]  # no recall, no F1 for a class without images
+
+
+def test_a_run_whose_data_has_gone_says_so(tmp_path, capsys):
+    run = save_run(tmp_path / "run", str(tmp_path / "moved"), val=None)
+    assert main(["evaluate", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(
+        f"cnnkit: error: the run's own data '{tmp_path / 'moved'}' (from its manifest)"
+    )
+    assert err.endswith("; pass --data to evaluate on other data\n")

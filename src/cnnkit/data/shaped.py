@@ -170,15 +170,24 @@ def open_for_run(
     name (`align_labels`), so `class_names` are the run's.
     """
     config = manifest.get("train_config") or {}
-    source = source or config.get("data") or "mnist-mini"
-    shaped = open_for_model(
-        source,
-        tuple(manifest["input_shape"]),
-        resize=config.get("resize"),
-        data_dir=data_dir,
-        progress=progress,
-        for_run=True,
-    )
+    given, source = source, source or config.get("data") or "mnist-mini"
+    try:
+        shaped = open_for_model(
+            source,
+            tuple(manifest["input_shape"]),
+            resize=config.get("resize"),
+            data_dir=data_dir,
+            progress=progress,
+            for_run=True,
+        )
+    except DataError as error:
+        if given is not None:
+            raise
+        # The user named no data: say that this is the run's own, which may have moved.
+        raise DataError(
+            f"the run's own data {source!r} (from its manifest) cannot be opened: {error}; "
+            f"pass --data to use other data"
+        ) from None
     run_names = [str(name) for name in manifest["class_names"]]
     for split in shaped.dataset.splits.values():
         split.labels = np.asarray(
