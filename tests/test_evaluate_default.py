@@ -103,4 +103,4 @@ def test_a_run_whose_data_has_gone_says_so(tmp_path, capsys):
     assert err.startswith(
         f"cnnkit: error: the run's own data '{tmp_path / 'moved'}' (from its manifest)"
     )
-    assert err.endswith("; pass --data to evaluate on other data\n")
+    assert err.endswith("; pass --data to use other data\n")
