@@ -59,5 +59,5 @@ def _compare(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     compare_figure(found).save(out)
-    print(f"wrote {out} ({len(found)} runs: {', '.join(found)})")
+    print(f"wrote {out} ({len(found)} run{'s' if len(found) != 1 else ''}: {', '.join(found)})")
     return 0
