@@ -73,17 +73,7 @@ def classification_report(
     weights = support / support.sum()
     present = support > 0  # classes with images: the only ones the macro averages count
 
-    per_class = [
-        {
-            "name": names[i],
-            "precision": float(precision[i]),
-            "recall": float(recall[i]),
-            "f1": float(f1[i]),
-            "support": int(support[i]),
-            "predicted": int(predicted[i]),
-        }
-        for i in range(classes)
-    ]
+    per_class = _per_class(names, precision, recall, f1, support, predicted)
     return {
         "count": len(true),
         "correct": int(hits.sum()),
@@ -104,6 +94,28 @@ def classification_report(
         "confusion": matrix.tolist(),
         "confused": most_confused(matrix, names, top_confused),
     }
+
+
+def _per_class(
+    names: Sequence[str],
+    precision: np.ndarray,
+    recall: np.ndarray,
+    f1: np.ndarray,
+    support: np.ndarray,
+    predicted: np.ndarray,
+) -> list[dict[str, Any]]:
+    """One row per class, plain Python numbers."""
+    return [
+        {
+            "name": names[i],
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+            "predicted": int(predicted[i]),
+        }
+        for i in range(len(names))
+    ]
 
 
 def most_confused(matrix: np.ndarray, names: Sequence[str], top: int = 10) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +177,7 @@ def curves_figure(records: Sequence[dict[str, Any]]) -> Image.Image:
     return draw.framed(draw.titled(draw.stack(charts, vertical=False, gap=16), "training curves"))
 
 
-def compare_figure(runs: dict[str, Sequence[dict[str, Any]]]) -> Image.Image:
+def compare_figure(runs: Mapping[str, Sequence[dict[str, Any]]]) -> Image.Image:
     """Several runs' curves in one picture: loss and error rate, one line per run.
 
     Each run shows its validation curve, or its training curve when it has no validation.
