@@ -104,3 +104,20 @@ def test_a_run_whose_data_has_gone_says_so(tmp_path, capsys):
         f"cnnkit: error: the run's own data '{tmp_path / 'moved'}' (from its manifest)"
     )
     assert err.endswith("; pass --data to use other data\n")
+
+
+def test_held_out_accuracy_is_the_one_training_measured(tmp_path, capsys):
+    """End to end: the images evaluate rebuilds are the very ones training validated on."""
+    from cnnkit.train import TrainConfig, fit
+
+    folder = make_folder(tmp_path / "shapes", {"a": 10, "b": 10, "c": 10}, size=8, channels=3)
+    run = tmp_path / "run"
+    config = TrainConfig(
+        model=SPEC, data=str(folder), epochs=2, batch_size=8, val_split=0.3, seed=5,
+        out=str(run), quiet=True,
+    )  # fmt: skip
+    fit(config)
+    measured = runs.read_manifest(run)["metrics"]["final_val_acc"]
+    document = evaluate_json(capsys, str(run))
+    assert document["split_description"] == "held-out validation split, 30% of train, seed 5"
+    assert document["count"] == 9 and document["accuracy"] == pytest.approx(measured, abs=1e-9)
