@@ -35,7 +35,8 @@ from cnnkit.serve.batching import MicroBatcher, Overloaded
 MAX_BATCH_FILES = 64  # files in one /api/predict/batch request
 # Smaller uploads decode on the event loop (~0.1 ms); larger ones in a thread.
 INLINE_DECODE_BYTES = 256 * 1024
-Predicted = tuple[np.ndarray, list[str]]  # an upload's probabilities (classes,) and its notes
+# An upload's pixels (H, W, C) or probabilities (classes,), with its notes (input_notes).
+Noted = tuple[np.ndarray, list[str]]
 
 
 def png(pixels: np.ndarray) -> str:
@@ -109,7 +110,7 @@ class Service:
         self.explorer = explorer
         self.classifier = explorer.classifier
         self.images = ImageStore(max_images)
-        self.batcher: MicroBatcher[tuple[str, bytes], Predicted | HTTPException] = MicroBatcher(
+        self.batcher: MicroBatcher[tuple[str, bytes], Noted | HTTPException] = MicroBatcher(
             self._decode_and_predict, max_wait=max_wait
         )
 
@@ -123,7 +124,7 @@ class Service:
 
     async def read_fitted(
         self, request: Request, field: str = "file", many: bool = False
-    ) -> list[tuple[np.ndarray, list[str]]]:
+    ) -> list[Noted]:
         """`read_images`, each with its notes (`cnnkit.preprocess.input_notes`)."""
         blobs = await self.read_blobs(request, field, many)
         if sum(len(data) for _, data in blobs) > INLINE_DECODE_BYTES:
@@ -150,7 +151,7 @@ class Service:
             blobs.append(("the upload", await request.body()))
         return blobs
 
-    def _fit_all(self, blobs: Sequence[tuple[str, bytes]]) -> list[tuple[np.ndarray, list[str]]]:
+    def _fit_all(self, blobs: Sequence[tuple[str, bytes]]) -> list[Noted]:
         fitted = []
         for what, data in blobs:
             image = decode(data, what)
@@ -162,7 +163,7 @@ class Service:
 
     # --------------------------------------------------------------- prediction
 
-    async def predict(self, blob: tuple[str, bytes]) -> tuple[np.ndarray, list[str]]:
+    async def predict(self, blob: tuple[str, bytes]) -> Noted:
         """One upload's probabilities (classes,) and notes, predicted in a batch with its
         neighbours."""
         try:
@@ -175,11 +176,11 @@ class Service:
 
     def _decode_and_predict(
         self, blobs: Sequence[tuple[str, bytes]]
-    ) -> list[tuple[np.ndarray, list[str]] | HTTPException]:
+    ) -> list[Noted | HTTPException]:
         """The batcher's work: decoding here, in its thread, keeps the event loop free for HTTP
         parsing. A bad image fails only its own request: its slot holds the error instead of
         probabilities."""
-        fitted: list[tuple[np.ndarray, list[str]] | HTTPException] = []
+        fitted: list[Noted | HTTPException] = []
         for blob in blobs:
             try:
                 fitted.extend(self._fit_all([blob]))
