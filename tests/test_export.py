@@ -214,6 +214,20 @@ def test_the_cli_and_the_api_predict_with_torch_unimportable(exported, tmp_path)
 # ----------------------------------------------------------------------------- foreign models
 
 
+def test_onnx_predictions_carry_the_same_notes_as_the_run(exported):
+    run, path = exported
+    photo = np.zeros((30, 20), np.uint8)  # grey, 20x30: unlike the 12x12x3 training images
+    onnx_result, run_result = load_onnx(path).predict(photo)[0], load(run).predict(photo)[0]
+    assert (
+        onnx_result["notes"]
+        == run_result["notes"]
+        == [
+            "grayscale, copied into 3 channels for this 12x12x3 model",
+            "resized (letterbox) from 20x30 to 12x12 (width x height)",
+        ]
+    )
+
+
 @pytest.fixture(scope="module")
 def foreign(exported, tmp_path_factory) -> Path:
     """The exported model without its cnnkit metadata, as a model made elsewhere would be."""

@@ -98,7 +98,16 @@ def test_classes_never_predicted_or_absent_score_zero_not_nan():
     b, c = report["classes"][1], report["classes"][2]
     assert (b["precision"], b["recall"], b["f1"], b["support"]) == (0.0, 0.0, 0.0, 0)
     assert (c["precision"], c["recall"], c["f1"]) == (0.0, 0.0, 0.0)
-    assert report["macro"]["recall"] == pytest.approx(0.5 / 3)  # a's recall 0.5, others 0
+    # Only class a has images: the macro averages are a's alone (b and c are left out).
+    assert report["macro"]["recall"] == pytest.approx(0.5)
+    assert report["classes_without_images"] == 2
+
+
+def test_macro_averages_leave_out_classes_without_images():
+    # Every image right, one class absent: macro recall is 100%, not 2/3 (scikit-learn's 66.7%).
+    report = classification_report([0, 1, 1], [0, 1, 1], class_names=NAMES)
+    assert report["accuracy"] == 1.0 and report["classes_without_images"] == 1
+    assert report["macro"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
 
 
 def test_default_class_names_reach_the_largest_label():

@@ -242,6 +242,8 @@ def test_cli_predict_reports_a_bad_file_and_exits_1(run: Path, images, capsys):
     assert f"{images['notes']}\n  error: {images['notes']}: not a recognisable image" in out
     assert f"{images['photo']}\n  " in out and "%" in out
     assert err.splitlines() == [
+        # The photo is noted once (stderr, with the errors), 600x400 shown upright as 400x600.
+        f"note: {images['photo']}: resized (letterbox) from 400x600 to 8x8 (width x height)",
         f"cnnkit: {images['notes']}: not a recognisable image; only PNG, JPEG, BMP, GIF, WEBP are read; convert it to PNG or remove it",
         "cnnkit: 1 of 2 image(s) could not be read",
     ]

@@ -245,3 +245,17 @@ def test_evaluate_plots_draws_every_chart(report_file, tmp_path, capsys):
         image = Image.open(out / f"{name}.png")
         assert image.width > 200 and len(np.unique(np.asarray(image.convert("L")))) > 5
     assert "plots: " in capsys.readouterr().out
+
+
+def test_gradcam_examples_spread_over_the_classes_right_and_wrong():
+    from cnnkit.inspect.report import spread_examples
+
+    labels = np.repeat([0, 1, 2], 4)  # 0 0 0 0 1 1 1 1 2 2 2 2
+    predicted = labels.copy()
+    predicted[[1, 5]] = 2  # one mistake in class 0 (index 1) and one in class 1 (index 5)
+    picked = spread_examples(labels, predicted, 6)
+    # Round 0: class 0 right, class 1 wrong, class 2 right; round 1: 0 wrong, 1 right, 2 wrong
+    # (class 2 has no mistake: its next right image instead).
+    assert picked == [0, 5, 8, 1, 4, 9]
+    assert sorted(labels[picked]) == [0, 0, 1, 1, 2, 2]
+    assert sorted(spread_examples(labels, predicted, 50)) == list(range(12))  # all, once each

@@ -121,6 +121,24 @@ def test_predict_raw_and_multipart_match_the_classifier(client, run, digit):
     assert len(client.post("/api/predict?k=1000", content=digit).json()["top"]) == 10
 
 
+def test_predict_notes_an_image_unlike_the_training_data(client, digit):
+    # An MNIST digit, padded from 28x28 to LeNet's 32x32 as its training digits were: no note.
+    assert "notes" not in client.post("/api/predict", content=digit).json()
+    photo = np.zeros((40, 60, 3), np.uint8)
+    photo[..., 1] = 180  # green: colour, and 60x40 where the model takes 32x32
+    body = client.post("/api/predict", content=png_bytes(photo)).json()
+    assert body["notes"] == [
+        "colour, made grey for this 32x32x1 model",
+        "resized (letterbox) from 60x40 to 32x32 (width x height)",
+    ]
+    files = [
+        ("files", ("a.png", digit, "image/png")),
+        ("files", ("b.png", png_bytes(photo), "image/png")),
+    ]
+    plain, noted = client.post("/api/predict/batch", files=files).json()["predictions"]
+    assert "notes" not in plain and noted["notes"] == body["notes"]
+
+
 def test_batch_predict_keeps_order(client):
     digits = [digit_png(index)[0] for index in range(3)]
     files = [("files", (f"{i}.png", data, "image/png")) for i, data in enumerate(digits)]

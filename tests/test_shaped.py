@@ -70,9 +70,10 @@ def test_labels_follow_the_runs_classes_by_name(tmp_path):
     npz = gray_npz(tmp_path / "gray.npz", width=28)
     manifest = {"input_shape": [28, 28, 1], "class_names": ["cat", "bee", "ant"]}
     data = shaped.open_for_run(manifest, npz)
-    name, split, note = data.choose_split()
-    assert (name, note) == ("test", None) and data.class_names == ["cat", "bee", "ant"]
-    np.testing.assert_array_equal(split.labels, 2 - np.arange(12) % 3)  # ant is the run's 2
+    chosen = data.choose_split()
+    assert (chosen.name, chosen.note) == ("test", None)
+    assert data.class_names == ["cat", "bee", "ant"]
+    np.testing.assert_array_equal(chosen.split.labels, 2 - np.arange(12) % 3)  # ant is the run's 2
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ import numpy as np
 
 from cnnkit.errors import CheckpointError, ConfigError
 from cnnkit.onnx_runtime import EXPORT_EXTRA, FORMAT, FORMAT_VERSION, PREFIX, require
-from cnnkit.preprocess import ALPHA_BACKGROUND, PAD_VALUE, normalise, scale_and_bias
+from cnnkit.preprocess import PAD_VALUE, alpha_background, normalise, scale_and_bias
 
 DEFAULT_OPSET = 18  # the torch.export-based exporter's own opset; older ones need a conversion
 PARITY_IMAGES = 1000  # images of the run's data compared, besides the edge images
@@ -217,7 +217,7 @@ def metadata(manifest: dict[str, Any]) -> dict[str, str]:
         "channels": manifest["input_shape"][2],
         "resize": pre.get("resize", "letterbox"),
         "pad_value": PAD_VALUE,
-        "alpha_background": ALPHA_BACKGROUND,
+        "alpha_background": alpha_background(pre),
         "mean": pre["mean"],
         "std": pre["std"],
         "class_names": manifest["class_names"],

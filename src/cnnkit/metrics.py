@@ -1,7 +1,9 @@
 """Classification metrics from labels and predictions: NumPy only, plain dicts out.
 
 Conventions follow scikit-learn's `classification_report` with `zero_division=0`: a class never
-predicted has precision 0, a class never present has recall 0, and macro averages include them.
+predicted has precision 0 and a class never present has recall 0. Unlike scikit-learn, the macro
+averages leave out the classes without images: with them, a test set holding 2 of 3 classes
+printed a 66.7% macro recall next to 100% accuracy ("classes_without_images" counts them).
 """
 
 from __future__ import annotations
@@ -49,18 +51,8 @@ def classification_report(
         raise DataError(f"y_true has {len(true)} labels but y_pred has {len(pred)}")
     if len(true) == 0:
         raise DataError("no samples to evaluate: y_true is empty")
-    largest = int(max(true.max(), pred.max()))
-    names = [str(n) for n in class_names] if class_names is not None else None
-    classes = len(names) if names is not None else largest + 1
-    if names is None:
-        names = [str(i) for i in range(classes)]
-    if largest >= classes:
-        raise DataError(
-            f"labels go up to {largest} but there are {classes} class names "
-            f"({', '.join(names[:5])}{', ...' if classes > 5 else ''}); "
-            f"the data has classes the model does not know"
-        )
-
+    names = _class_names(class_names, int(max(true.max(), pred.max())))
+    classes = len(names)
     matrix = confusion_matrix(true, pred, classes)
     hits = np.diag(matrix).astype(np.float64)
     support = matrix.sum(axis=1)  # how often each class is the truth
@@ -68,9 +60,57 @@ def classification_report(
     precision = _divide(hits, predicted)
     recall = _divide(hits, support)
     f1 = _divide(2 * precision * recall, precision + recall)
-    weights = support / support.sum()
+    present = support > 0  # classes with images: the only ones the macro averages count
+    scores = (precision, recall, f1)
+    return {
+        "count": len(true),
+        "correct": int(hits.sum()),
+        "accuracy": float(hits.sum() / len(true)),
+        "loss": _loss(true, probs, log_probs, classes),
+        "classes": _per_class(names, precision, recall, f1, support, predicted),
+        "macro": _average(present / present.sum(), *scores),
+        "classes_without_images": int(classes - present.sum()),
+        "weighted": _average(support / support.sum(), *scores),
+        "confusion": matrix.tolist(),
+        "confused": most_confused(matrix, names, top_confused),
+    }
 
-    per_class = [
+
+def _class_names(class_names: Sequence[str] | None, largest: int) -> list[str]:
+    """The given names, or "0", "1", ... up to the largest label; DataError for too few."""
+    if class_names is None:
+        return [str(i) for i in range(largest + 1)]
+    names = [str(n) for n in class_names]
+    if largest >= len(names):
+        raise DataError(
+            f"labels go up to {largest} but there are {len(names)} class names "
+            f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}); "
+            f"the data has classes the model does not know"
+        )
+    return names
+
+
+def _average(
+    weights: np.ndarray, precision: np.ndarray, recall: np.ndarray, f1: np.ndarray
+) -> dict[str, float]:
+    """The scores averaged with `weights` (summing to 1) over the classes."""
+    return {
+        "precision": float(weights @ precision),
+        "recall": float(weights @ recall),
+        "f1": float(weights @ f1),
+    }
+
+
+def _per_class(
+    names: Sequence[str],
+    precision: np.ndarray,
+    recall: np.ndarray,
+    f1: np.ndarray,
+    support: np.ndarray,
+    predicted: np.ndarray,
+) -> list[dict[str, Any]]:
+    """One row per class, plain Python numbers."""
+    return [
         {
             "name": names[i],
             "precision": float(precision[i]),
@@ -79,27 +119,8 @@ def classification_report(
             "support": int(support[i]),
             "predicted": int(predicted[i]),
         }
-        for i in range(classes)
+        for i in range(len(names))
     ]
-    return {
-        "count": len(true),
-        "correct": int(hits.sum()),
-        "accuracy": float(hits.sum() / len(true)),
-        "loss": _loss(true, probs, log_probs, classes),
-        "classes": per_class,
-        "macro": {
-            "precision": float(precision.mean()),
-            "recall": float(recall.mean()),
-            "f1": float(f1.mean()),
-        },
-        "weighted": {
-            "precision": float(weights @ precision),
-            "recall": float(weights @ recall),
-            "f1": float(weights @ f1),
-        },
-        "confusion": matrix.tolist(),
-        "confused": most_confused(matrix, names, top_confused),
-    }
 
 
 def most_confused(matrix: np.ndarray, names: Sequence[str], top: int = 10) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ input is then taken as pixels / 255 (mean 0, std 1), letterboxed.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ from cnnkit.preprocess import (
     ImageInput,
     check_batch_size,
     fit_image,
+    fit_noted,
     log_softmax,
     normalise,
     predict_images,
@@ -66,6 +68,8 @@ class OnnxClassifier:
         self.resize: str = info["resize"]
         self.mean: list[float] = list(info["mean"])
         self.std: list[float] = list(info["std"])
+        # A model cnnkit exported records its background; a foreign one gets white, as before.
+        self.background: int = int(info.get("alpha_background", ALPHA_BACKGROUND))
         self._outputs_probs = info["outputs"] == "probabilities"
         self._scale, self._bias = scale_and_bias(self.mean, self.std)
         self._input_name = session.get_inputs()[0].name
@@ -83,7 +87,7 @@ class OnnxClassifier:
                 "mean": self.mean,
                 "std": self.std,
                 "pad_value": PAD_VALUE,
-                "alpha_background": ALPHA_BACKGROUND,
+                "alpha_background": self.background,
             },
             "weights": {"sha256": info.get("weights_sha256")},
         }
@@ -95,7 +99,7 @@ class OnnxClassifier:
 
     def fit(self, image: ImageInput) -> np.ndarray:
         """One image (path, PIL image or uint8 array) -> uint8 (H, W, C); as Classifier.fit."""
-        return fit_image(image, self.input_shape, self.resize, self.max_pixels)
+        return fit_image(image, self.input_shape, self.resize, self.background, self.max_pixels)
 
     def preprocess(self, images: np.ndarray) -> np.ndarray:
         """uint8 (N, H, W, C) -> float32 (N, C, H, W), normalised: the model's input."""
@@ -120,8 +124,9 @@ class OnnxClassifier:
         self, images: ImageInput | Sequence[ImageInput], top_k: int = 5, batch_size: int = 256
     ) -> list[dict[str, Any]]:
         """The top-k classes of each image, as `Classifier.predict` gives them."""
+        fit = functools.partial(fit_noted, self)
         return predict_images(
-            images, self.fit, self.log_probabilities, self.class_names, top_k, batch_size
+            images, fit, self.log_probabilities, self.class_names, top_k, batch_size
         )
 
     def evaluate(
@@ -246,11 +251,11 @@ def read_metadata(metadata: dict[str, str], path: Any) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: its cnnkit metadata lacks {', '.join(missing)}; export it again"
         )
-    if (info.get("pad_value"), info.get("alpha_background")) != (PAD_VALUE, ALPHA_BACKGROUND):
+    if info.get("pad_value") != PAD_VALUE or info.get("alpha_background") not in (0, 255):
         raise CheckpointError(
             f"{path}: pads with {info.get('pad_value')!r} and puts alpha on "
-            f"{info.get('alpha_background')!r}, but this cnnkit uses {PAD_VALUE} and "
-            f"{ALPHA_BACKGROUND}; use the cnnkit version that exported it"
+            f"{info.get('alpha_background')!r}, but this cnnkit pads with {PAD_VALUE} and puts "
+            f"alpha on 0 or 255; use the cnnkit version that exported it"
         )
     return info
 

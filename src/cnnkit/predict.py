@@ -2,15 +2,17 @@
 
     >>> model = cnnkit.load("runs/mnist")
     >>> model.predict(["seven.png", "photo.jpg"], top_k=3)
-    [{"file": "seven.png", "top": [{"class": "7", "prob": 0.98}, ...], "error": None}, ...]
+    [{"file": "seven.png", "top": [{"class": "7", "prob": 0.98}, ...], "error": None,
+      "notes": []}, {"file": "photo.jpg", ..., "notes": ["colour, made grey for ..."]}]
 
 Preprocessing is the manifest's, through `cnnkit.preprocess` (shared with the ONNX predictor):
-`cnnkit.data.preprocess_image` (channel policy, EXIF, alpha on white, pad or resize) and then the
-manifest's mean/std, computed as `DeviceLoader` computes it.
+`cnnkit.data.preprocess_image` (channel policy, EXIF, alpha on the training background, pad or
+resize) and then the manifest's mean/std, computed as `DeviceLoader` computes it.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -23,9 +25,11 @@ from cnnkit.errors import DataError
 from cnnkit.metrics import classification_report
 from cnnkit.preprocess import (  # image_files: kept importable from here for callers
     ImageInput,
+    alpha_background,
     as_list,
     check_batch_size,
     fit_image,
+    fit_noted,
     image_files,
     predict_images,
 )
@@ -47,6 +51,7 @@ class Classifier:
         self.resize: str = pre.get("resize", "letterbox")
         self.mean: list[float] = list(pre["mean"])
         self.std: list[float] = list(pre["std"])
+        self.background: int = alpha_background(pre)  # under transparent pixels: 0 or 255
         # A spec that ends in softmax outputs probabilities already; others output logits.
         layers = manifest["spec"].get("layers") or [{}]
         self._outputs_probs = layers[-1].get("type") == "softmax"
@@ -67,7 +72,7 @@ class Classifier:
 
         Raises ImageError for a file that cannot be decoded or an array that is not an image.
         """
-        return fit_image(image, self.input_shape, self.resize, self.max_pixels)
+        return fit_image(image, self.input_shape, self.resize, self.background, self.max_pixels)
 
     def batches(self, images: np.ndarray, batch_size: int = 256) -> Iterator[torch.Tensor]:
         """uint8 (N, H, W, C) -> float (B, C, H, W) batches on the device, normalised.
@@ -116,8 +121,9 @@ class Classifier:
         `images` is one image or a list of them: paths, PIL images or uint8 arrays. An image
         that cannot be read gets "error" (and an empty "top"); the others are still predicted.
         """
+        fit = functools.partial(fit_noted, self)
         return predict_images(
-            images, self.fit, self.log_probabilities, self.class_names, top_k, batch_size
+            images, fit, self.log_probabilities, self.class_names, top_k, batch_size
         )
 
     def evaluate(

@@ -19,6 +19,7 @@ _GROUPS = (
     "data_cmds",
     "train_cmds",
     "use_cmds",
+    "runs_cmds",
     "inspect_cmds",
     "export_cmds",
     "serve_cmds",

@@ -79,7 +79,8 @@ def _register_report(subparsers: Any) -> None:
     report.add_argument(
         "--data",
         metavar="SOURCE",
-        help="evaluation data (default: the run's training data, test split)",
+        help="evaluation data (default: the run's own: test split, else val, else the "
+        "validation images the run held out)",
     )
     report.add_argument("--data-dir", metavar="DIR", help="where downloaded data sets are kept")
     report.add_argument(
@@ -121,8 +122,10 @@ def load_split(classifier: Any, source: str | None, data_dir: str | None) -> tup
     from cnnkit.data.shaped import open_for_run
 
     data = open_for_run(classifier.manifest, source, data_dir=data_dir)
-    name, split, _ = data.choose_split()
-    return f"{data.source} ({name} split)", split.images, split.labels
+    chosen = data.choose_split()
+    where = chosen.description
+    where = f"all {len(chosen.split):,} images" if where == "all" else where
+    return f"{data.source} ({where})", chosen.split.images, chosen.split.labels
 
 
 def _save(out: Path, name: str, image: Any, numbers: dict[str, Any]) -> str:

@@ -19,21 +19,21 @@ def register(subparsers) -> None:
     evaluate = subparsers.add_parser(
         "evaluate",
         help="accuracy, loss, per-class scores and confusions of a run on a data set",
-        description="Evaluate a trained run on a data set: its test split if it has one, "
-        "else val, else train.",
+        description="Evaluate a trained run on a data set (default: the run's own): its test "
+        "split if it has one, else val, else the validation images the run held out, else all.",
     )
     evaluate.add_argument("run", help="the run directory ('cnnkit train --out DIR')")
     evaluate.add_argument(
         "--data",
-        required=True,
         metavar="SOURCE",
-        help="a data set name (mnist, mnist:test), an image folder or an .npz file",
+        help="a data set name (mnist, mnist:test), an image folder or an .npz file "
+        "(default: the data the run was trained on)",
     )
     evaluate.add_argument("--data-dir", metavar="DIR", help="where downloaded data sets are kept")
     evaluate.add_argument(
         "--split",
         choices=SPLIT_PREFERENCE,
-        help="the split to evaluate (default: test, val, train)",
+        help="the split to evaluate (default: test, val, the run's held-out part, train)",
     )
     evaluate.add_argument(
         "--plots",
@@ -92,8 +92,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     classifier = load(args.run, device=_device(args.device))
     data = open_for_run(classifier.manifest, args.data, data_dir=args.data_dir, progress=True)
-    name, split, note = data.choose_split(args.split)
-    notes = [note] if note else []
+    chosen = data.choose_split(args.split)
+    split, notes = chosen.split, [chosen.note] if chosen.note else []
+    for note in data.notes:  # what was done to the data to fit the model, said once
+        print(f"note: {note}", file=sys.stderr)
     plots: dict[str, str] = {}
     labels = split.labels
     if args.plots:
@@ -114,19 +116,29 @@ def run_evaluate(args: argparse.Namespace) -> int:
     else:
         report = classifier.evaluate(split.images, labels, batch_size=args.batch_size)
     if args.json:
-        document = {"run": str(args.run), "data": args.data, "split": name, **report}
+        document = {
+            "run": str(args.run),
+            "data": data.source,
+            "split": chosen.name,
+            "split_description": chosen.description,
+            "notes": data.notes + notes,
+            **report,
+        }
         if plots:
             document["plots"] = plots
         print(json.dumps(document, indent=2))
     else:
-        print(render_evaluation(report, run=str(args.run), data=args.data, split=name, notes=notes))
+        text = render_evaluation(
+            report, run=str(args.run), data=data.source, split=chosen.description, notes=notes
+        )
+        print(text)
     return 0
 
 
 def run_predict(args: argparse.Namespace) -> int:
     from cnnkit.onnx_runtime import is_onnx_path, load_onnx
     from cnnkit.preprocess import image_files
-    from cnnkit.render_use import render_predictions
+    from cnnkit.render_use import render_input_notes, render_predictions
 
     files = image_files(args.files)  # before loading, so a typo'd folder fails fast
     max_pixels = _refuse_special_or_huge(files, args.max_pixels)
@@ -143,6 +155,8 @@ def run_predict(args: argparse.Namespace) -> int:
         [str(file) for file in files], top_k=args.top_k, batch_size=args.batch_size
     )
     print(json.dumps(results, indent=2) if args.json else render_predictions(results))
+    for line in render_input_notes(results):  # stderr: stdout stays the results alone
+        print(line, file=sys.stderr)
     failed = [result for result in results if result["error"] is not None]
     if failed:
         # The reasons go to stderr too, so they are seen when stdout is piped (--json > file).

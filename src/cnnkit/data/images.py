@@ -128,9 +128,14 @@ def _open_stream(
         image = Image.open(stream, formats=formats)  # reads the header only
         _check_pixels(image, name, max_pixels)
         if draft is not None and image.format == "JPEG":
+            declared = image.size  # kept for notes that name the size the user gave
             image.draft(image.mode, (draft[1], draft[0]))  # DCT scaling: no full-size buffer
+            image.info["declared_size"] = declared
         if decode:
+            # Counted before the file closes: a note names the frame used of an animation.
+            frames = getattr(image, "n_frames", 1)
             image.load()
+            image.info["frames"] = frames
     except Image.DecompressionBombError as error:
         # Pillow refuses past twice its limit inside Image.open, before the size is ours to see;
         # an ImageTooLarge all the same (the server answers 413).
@@ -169,20 +174,22 @@ def _check_pixels(image: Image.Image, name: str, max_pixels: int | None) -> None
         )
 
 
-def to_array(image: Image.Image, channels: int | None = None) -> np.ndarray:
+def to_array(image: Image.Image, channels: int | None = None, background: int = 255) -> np.ndarray:
     """Any Pillow image -> uint8 (h, w, C) at its own size; C is `channels`, or 1/3 as stored.
 
-    16-bit images are scaled to 8 bits, palette images expanded, alpha composited on white,
-    and an EXIF orientation applied, as a phone photo is shown.
+    16-bit images are scaled to 8 bits, palette images expanded, alpha composited on
+    `background` (255 white, as data folders are read; 0 black for white-on-black digits), and
+    an EXIF orientation applied, as a phone photo is shown.
     """
     if image.getexif().get(0x0112, 1) != 1:  # 0x0112: EXIF Orientation; 1 means upright
         image = ImageOps.exif_transpose(image)
-    pixels = _uint8_pixels(image)
+    pixels = _uint8_pixels(image, background)
     return convert_channels(pixels, channels or pixels.shape[-1])
 
 
-def _uint8_pixels(image: Image.Image) -> np.ndarray:
-    """Any Pillow mode -> uint8 (h, w, 1 or 3), as stored; no EXIF orientation applied."""
+def _uint8_pixels(image: Image.Image, background: int = 255) -> np.ndarray:
+    """Any Pillow mode -> uint8 (h, w, 1 or 3), as stored (alpha on `background`); no EXIF
+    orientation applied."""
     mode = image.mode
     if mode.startswith("I"):  # "I;16", "I;16B", "I": 16-bit grayscale as Pillow opens it
         wide = np.clip(np.asarray(image, dtype=np.int64), 0, 65535)
@@ -193,8 +200,8 @@ def _uint8_pixels(image: Image.Image) -> np.ndarray:
         pixels = np.asarray(image.convert("L"))
     elif mode in ("LA", "La", "RGBA", "RGBa", "PA") or "transparency" in image.info:
         rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        pixels = np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+        under = Image.new("RGBA", rgba.size, (background, background, background, 255))
+        pixels = np.asarray(Image.alpha_composite(under, rgba).convert("RGB"))
         if mode in ("LA", "La"):
             pixels = pixels[..., 0]  # gray stays gray: all three channels are equal
     else:
@@ -263,7 +270,10 @@ def check_shape(shape: tuple[int, int, int], resize: str) -> tuple[int, int, int
 
 
 def preprocess_image(
-    image: Image.Image, shape: tuple[int, int, int], resize: str = "letterbox"
+    image: Image.Image,
+    shape: tuple[int, int, int],
+    resize: str = "letterbox",
+    background: int = 255,
 ) -> np.ndarray:
     """One photo (any mode) -> uint8 (H, W, C), exactly as training images are fitted.
 
@@ -273,13 +283,13 @@ def preprocess_image(
     height, width, channels = check_shape(shape, resize)
     factor = min(image.width, image.height) // (2 * max(height, width))
     if image.width * image.height > SHRINK_PIXELS and factor >= 2:
-        pixels = convert_channels(_reduced(image, factor), channels)
+        pixels = convert_channels(_reduced(image, factor, background), channels)
     else:
-        pixels = to_array(image, channels)
+        pixels = to_array(image, channels, background)
     return fit_array(pixels, (height, width), resize)
 
 
-def _reduced(image: Image.Image, factor: int) -> np.ndarray:
+def _reduced(image: Image.Image, factor: int, background: int = 255) -> np.ndarray:
     """uint8 (h / factor, w / factor, C): `to_array`'s pixels, box-averaged by `factor`.
 
     Converted a strip of rows at a time: a 40 MP RGBA image costs its decode plus ~8 MB,
@@ -288,7 +298,8 @@ def _reduced(image: Image.Image, factor: int) -> np.ndarray:
     rows = factor * max(1, (1 << 20) // (image.width * factor))  # ~1 MP a strip, whole boxes
     strips = []
     for top in range(0, image.height, rows):
-        strip = _uint8_pixels(image.crop((0, top, image.width, min(top + rows, image.height))))
+        box = (0, top, image.width, min(top + rows, image.height))
+        strip = _uint8_pixels(image.crop(box), background)
         small = Image.fromarray(strip[..., 0] if strip.shape[2] == 1 else strip).reduce(factor)
         strips.append(np.asarray(small))
     reduced = Image.fromarray(np.concatenate(strips))

@@ -6,7 +6,7 @@ the same arrays and the same notes whichever command reads it:
     shaped = open_for_model("faces/", (64, 64, 3), resize="letterbox")
     shaped.notes          # ["images of 'faces/' decoded to the model's input 64x64x3 (...)"]
     shaped = open_for_run(classifier.manifest, "mnist:test")   # labels as the run's classes
-    name, split, note = shaped.choose_split()                  # test, else val, else train
+    chosen = shaped.choose_split()   # test, else val, else the run's held-out part, else train
 
 The rules, one home for each:
 - A folder is decoded straight to the model's input with the resize mode (its files have mixed
@@ -27,13 +27,23 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.data.dataset import Dataset, Split
+from cnnkit.data.dataset import Dataset, Split, split_validation
 from cnnkit.data.images import fit_images
 from cnnkit.data.sources import open_source, source_folder
 from cnnkit.errors import DataError
 from cnnkit.spec import Spec, shape_text
 
 SPLIT_PREFERENCE = ("test", "val", "train")  # the images a model is least likely to have seen
+
+
+@dataclass
+class ChosenSplit:
+    """The images an evaluation uses, named for what they are."""
+
+    name: str  # "test", "val" or "train" (--json's "split"); "val" also for a held-out fraction
+    split: Split
+    description: str  # "test split", "held-out validation split (10% of train, seed 0)", "all"
+    note: str | None = None  # a warning when the model may have trained on these images
 
 
 @dataclass
@@ -44,32 +54,56 @@ class ShapedSource:
     dataset: Dataset  # its splits hold the fitted images (and, for a run, the run's labels)
     notes: list[str] = field(default_factory=list)  # what was done to the data, for the user
     fitted: bool = False  # images were padded, resized or converted: their own stats are stale
+    # (fraction, seed) of the validation split a run held out of this source's train split, so
+    # that `choose_split` can rebuild exactly the images it never trained on; None otherwise.
+    held_out: tuple[float, int] | None = None
 
     @property
     def class_names(self) -> list[str]:
         return list(self.dataset.class_names)
 
-    def choose_split(self, name: str | None = None) -> tuple[str, Split, str | None]:
-        """(name, split, note): `name`, else the first of test, val, train the source has.
+    def choose_split(self, name: str | None = None) -> ChosenSplit:
+        """`name`, else the first of test, val, the run's held-out part of train, and train.
 
-        The note warns when the choice fell on train, which flatters a model trained on it.
+        The note warns when the choice fell on images the model may have trained on.
         """
         splits = self.dataset.splits
+        if name == "val" and "val" not in splits and self.held_out and "train" in splits:
+            return self._held_out()
         if name is not None:
             if name not in splits:
                 raise DataError(
                     f"--data {self.source} has no {name} split (only "
                     f"{', '.join(splits)}); choose one of those with --split"
                 )
-            return name, splits[name], None
+            return ChosenSplit(name, splits[name], self._describe(name))
+        if not {"test", "val"} & set(splits) and self.held_out and "train" in splits:
+            return self._held_out()
         name = next(s for s in (*SPLIT_PREFERENCE, *splits) if s in splits)
         note = None
         if name == "train":
+            what = "all its images" if self._describe(name) == "all" else "its train split"
             note = (
-                "the data has no test or val split, so this is its train split: "
-                "if the model was trained on it, these figures flatter it"
+                f"the data has no test or val split, so these are {what}: "
+                f"if the model was trained on them, these figures flatter it"
             )
-        return name, splits[name], note
+        return ChosenSplit(name, splits[name], self._describe(name), note)
+
+    def _describe(self, name: str) -> str:
+        """ "all" for a folder without split folders (its only split is every image)."""
+        whole = list(self.dataset.splits) == ["train"] and source_folder(self.source) is not None
+        if name == "train" and whole:
+            return "all"
+        return f"{name} split"
+
+    def _held_out(self) -> ChosenSplit:
+        """The validation images the run held out of train: same fraction, same seed, same split."""
+        fraction, seed = self.held_out  # type: ignore[misc]
+        _, val = split_validation(self.dataset, fraction, seed)
+        assert val is not None  # a fraction always gives a val split (or raises)
+        return ChosenSplit(
+            "val", val, f"held-out validation split, {fraction:.0%} of train, seed {seed}"
+        )
 
 
 def open_for_model(
@@ -99,9 +133,12 @@ def open_for_model(
             resize=resize or "letterbox",
             progress=progress,
         )
+        how = resize or "letterbox"
         notes.append(
-            f"images of {source!r} decoded to the model's input {shape_text(shape)} "
-            f"({resize or 'letterbox'}; pass --input to train on another shape)"
+            f"images of {source!r} decoded to the run's input {shape_text(shape)} ({how})"
+            if for_run
+            else f"images of {source!r} decoded to the model's input {shape_text(shape)} "
+            f"({how}; pass --input to train on another shape)"
         )
     else:
         dataset = open_source(source, data_dir=data_dir, progress=progress)
@@ -133,22 +170,42 @@ def open_for_run(
     name (`align_labels`), so `class_names` are the run's.
     """
     config = manifest.get("train_config") or {}
-    source = source or config.get("data") or "mnist-mini"
-    shaped = open_for_model(
-        source,
-        tuple(manifest["input_shape"]),
-        resize=config.get("resize"),
-        data_dir=data_dir,
-        progress=progress,
-        for_run=True,
-    )
+    given, source = source, source or config.get("data") or "mnist-mini"
+    try:
+        shaped = open_for_model(
+            source,
+            tuple(manifest["input_shape"]),
+            resize=config.get("resize"),
+            data_dir=data_dir,
+            progress=progress,
+            for_run=True,
+        )
+    except DataError as error:
+        if given is not None:
+            raise
+        # The user named no data: say that this is the run's own, which may have moved.
+        raise DataError(
+            f"the run's own data {source!r} (from its manifest) cannot be opened: {error}; "
+            f"pass --data to use other data"
+        ) from None
     run_names = [str(name) for name in manifest["class_names"]]
     for split in shaped.dataset.splits.values():
         split.labels = np.asarray(
             align_labels(shaped.dataset.class_names, run_names, split.labels, source)
         )
     shaped.dataset.class_names = run_names
+    shaped.held_out = _held_out(config, source)
     return shaped
+
+
+def _held_out(config: dict[str, Any], source: str) -> tuple[float, int] | None:
+    """(fraction, seed) when the run validated on a fraction of `source`'s train split."""
+    if source != config.get("data") or config.get("val") not in (None, ""):
+        return None
+    fraction = config.get("val_split")
+    if not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+        return None
+    return float(fraction), int(config.get("seed") or 0)
 
 
 def _fit_parts(

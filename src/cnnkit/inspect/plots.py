@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +125,38 @@ def top_losses_figure(
     return draw.framed(draw.titled(body, "top losses", note))
 
 
+CURVES = (  # (title, the records' fields, plotted as error rate 1 - value)
+    ("loss", ("train_loss", "val_loss"), False),
+    ("error rate (1 - accuracy)", ("train_acc", "val_acc"), True),
+)
+
+
+def x_key(runs: Sequence[Sequence[dict[str, Any]]]) -> str:
+    """ "epoch" when every run records each epoch once, else "step" (records within epochs)."""
+    for records in runs:
+        epochs = [r.get("epoch") for r in records]
+        if not (all(e is not None for e in epochs) and len(set(epochs)) == len(epochs)):
+            return "step"
+    return "epoch"
+
+
+def curve(
+    records: Sequence[dict[str, Any]], key: str, field: str, error: bool = False
+) -> tuple[list[float], list[float]]:
+    """(x, y) of one field over the records that have it; y is 1 - value for an error rate."""
+    points = [
+        (float(r.get(key) or 0), float(r[field])) for r in records if r.get(field) is not None
+    ]
+    return [p[0] for p in points], [1.0 - p[1] if error else p[1] for p in points]
+
+
+def _curve_chart(
+    lines: dict[str, tuple[list[float], list[float]]], title: str, key: str, error: bool
+) -> Image.Image:
+    y_title = "error rate, log scale" if error else "cross-entropy loss"
+    return draw.line_chart(lines, title, key, y_title, log_y=error, percent=error)
+
+
 def curves_figure(records: Sequence[dict[str, Any]]) -> Image.Image:
     """Loss, and the error rate (1 - accuracy) on a log axis, against epoch (or step, when
     records come more often than once per epoch).
@@ -132,32 +164,40 @@ def curves_figure(records: Sequence[dict[str, Any]]) -> Image.Image:
     On a log axis 99.0% and 99.5% accuracy are as far apart as 80% and 90%: the differences that
     matter late in training stay visible.
     """
-    epochs = [r.get("epoch") for r in records]
-    by_epoch = all(e is not None for e in epochs) and len(set(epochs)) == len(epochs)
-    key = "epoch" if by_epoch else "step"
-    xs = [float(r.get(key) or 0) for r in records]
-
-    def series(field: str, error: bool = False) -> tuple[list[float], list[float]]:
-        points = [
-            (x, float(r[field]))
-            for x, r in zip(xs, records, strict=True)
-            if r.get(field) is not None
-        ]
-        return [p[0] for p in points], [1.0 - p[1] if error else p[1] for p in points]
-
+    key = x_key([records])
     charts = []
-    for title, fields, error in (
-        ("loss", ("train_loss", "val_loss"), False),
-        ("error rate (1 - accuracy)", ("train_acc", "val_acc"), True),
-    ):
+    for title, fields, error in CURVES:
         names = {f: f.split("_")[0] + (" error" if error else " loss") for f in fields}
-        lines = {names[f]: series(f, error) for f in fields if series(f)[0]}
+        lines = {names[f]: curve(records, key, f, error) for f in fields}
+        lines = {name: line for name, line in lines.items() if line[0]}
         if lines:
-            y_title = "error rate, log scale" if error else "cross-entropy loss"
-            charts.append(draw.line_chart(lines, title, key, y_title, log_y=error, percent=error))
+            charts.append(_curve_chart(lines, title, key, error))
     if not charts:
         return draw.framed(draw.label("metrics.jsonl has no loss or accuracy records", 16))
     return draw.framed(draw.titled(draw.stack(charts, vertical=False, gap=16), "training curves"))
+
+
+def compare_figure(runs: Mapping[str, Sequence[dict[str, Any]]]) -> Image.Image:
+    """Several runs' curves in one picture: loss and error rate, one line per run.
+
+    Each run shows its validation curve, or its training curve when it has no validation.
+    """
+    key = x_key(list(runs.values()))
+    charts = []
+    for title, fields, error in CURVES:
+        lines = {}
+        for name, records in runs.items():
+            for field in reversed(fields):  # val first
+                xs, ys = curve(records, key, field, error)
+                if xs:
+                    lines[f"{name} ({field.split('_')[0]})"] = (xs, ys)
+                    break
+        if lines:
+            charts.append(_curve_chart(lines, title, key, error))
+    if not charts:
+        return draw.framed(draw.label("none of these runs has loss or accuracy records", 16))
+    body = draw.stack(charts, vertical=False, gap=16)
+    return draw.framed(draw.titled(body, "training curves", ", ".join(runs)))
 
 
 def evaluation_plots(

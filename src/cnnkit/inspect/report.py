@@ -82,6 +82,7 @@ def evaluate(
     report, fitted, log_probs = plots.evaluate_with_outputs(classifier, images, labels)
     sample = images[:examples]
     layer = choose_layer(model, None)
+    picked = spread_examples(labels, log_probs.argmax(axis=1), examples)
     return EvaluatedData(
         source=evaluation.source,
         report=report,
@@ -94,11 +95,40 @@ def evaluate(
         else None,
         gradcam_layer=layer,
         gradcam=[
-            GradCamExample(image, int(label), gradcam(model, normalise(image[None]), layer=layer))
-            for image, label in zip(sample, labels[:examples], strict=True)
+            GradCamExample(
+                fitted[i], int(labels[i]), gradcam(model, normalise(fitted[i : i + 1]), layer=layer)
+            )
+            for i in picked
         ],
         shift=dataset_invariance(model, images[:300], labels[:300], normalise),
     )
+
+
+def spread_examples(labels: np.ndarray, predicted: np.ndarray, count: int) -> list[int]:
+    """Indices of `count` images spread over the true classes, right and wrong ones mixed.
+
+    Round-robin over the classes in order; in round r, class c offers a right prediction when
+    r + c is even and a wrong one when odd, falling back to the other kind, so that 8 examples
+    of 10 classes show 8 classes, half of them mistakes (where there are mistakes). Within a
+    class and kind, images keep their order in the data.
+    """
+    labels, predicted = np.asarray(labels), np.asarray(predicted)
+    queues = {}  # class -> (right indices, wrong indices), each consumed from the front
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        right = predicted[members] == cls
+        queues[int(cls)] = (list(members[right]), list(members[~right]))
+    picked: list[int] = []
+    for round_number in range(len(labels)):
+        for position, (right, wrong) in enumerate(queues.values()):
+            if len(picked) == count:
+                return picked
+            first, second = (right, wrong) if (round_number + position) % 2 == 0 else (wrong, right)
+            if first or second:
+                picked.append(int((first or second).pop(0)))
+        if all(not r and not w for r, w in queues.values()):
+            break
+    return picked
 
 
 def collect(

@@ -195,10 +195,10 @@ def _add_prediction_routes(app: FastAPI, service: Service, model_info: dict[str,
         request: Request, k: int = Query(5, ge=1, le=1000, description="classes to return")
     ) -> Response:
         """Top-k classes of one image, sent as multipart 'file' or as the raw body."""
-        (pixels,) = await service.read_images(request)
+        ((pixels, notes),) = await service.read_fitted(request)
         probs = await service.predict(pixels)
         # A prebuilt JSONResponse skips FastAPI's response validation: this is the hot path.
-        return JSONResponse({"top": service.top(probs, k)})
+        return JSONResponse(_prediction(service.top(probs, k), notes))
 
     @app.post(
         "/api/predict/batch",
@@ -208,9 +208,22 @@ def _add_prediction_routes(app: FastAPI, service: Service, model_info: dict[str,
     )
     async def predict_batch(request: Request, k: int = Query(5, ge=1, le=1000)) -> Response:
         """Top-k classes of each of several images (multipart 'files' fields, up to 64)."""
-        images = await service.read_images(request, field="files", many=True)
+        fitted = await service.read_fitted(request, field="files", many=True)
+        images = [pixels for pixels, _ in fitted]
         probs = await run_in_threadpool(service.explorer.predict_batch, images)
-        return JSONResponse({"predictions": [{"top": service.top(p, k)} for p in probs]})
+        return JSONResponse(
+            {
+                "predictions": [
+                    _prediction(service.top(p, k), notes)
+                    for p, (_, notes) in zip(probs, fitted, strict=True)
+                ]
+            }
+        )
+
+
+def _prediction(top: list[dict[str, Any]], notes: list[str]) -> dict[str, Any]:
+    """A prediction's body: "notes" only when the image was unlike the training data."""
+    return {"top": top, "notes": notes} if notes else {"top": top}
 
 
 def _add_view_routes(app: FastAPI, service: Service) -> None:

@@ -24,6 +24,11 @@ class ClassScore(BaseModel):
 
 class Prediction(BaseModel):
     top: list[ClassScore]
+    notes: list[str] | None = Field(
+        None,
+        description="what was done to an image unlike the training data, e.g. 'colour, made "
+        "grey for this 28x28x1 model'; absent when nothing was",
+    )
 
 
 class BatchPrediction(BaseModel):

@@ -32,6 +32,7 @@ from cnnkit.errors import CnnkitError, ImageTooLarge
 from cnnkit.inspect.draw import sequential
 from cnnkit.inspect.explorer import Explorer, LayerMaps
 from cnnkit.inspect.overlay import heat_colours, overlay
+from cnnkit.preprocess import fit_noted
 from cnnkit.serve.batching import MicroBatcher, Overloaded
 
 if TYPE_CHECKING:
@@ -44,6 +45,8 @@ INLINE_PIXELS = 256 * 256
 # (160 MB at the 40 MP budget), so two at once would pass the ~300 MB an upload may cost.
 LARGE_PIXELS = 4_000_000
 MAX_LARGE_WAITING = 4  # large decodes queued behind the running one; more get 503
+# An upload's fitted pixels (H, W, C), with its notes (cnnkit.preprocess.input_notes).
+Noted = tuple[np.ndarray, list[str]]
 
 
 def png(pixels: np.ndarray) -> str:
@@ -109,8 +112,9 @@ class Decoder:
         self.large = ThreadPoolExecutor(1, thread_name_prefix="cnnkit-decode-large")
         self.large_waiting = 0
 
-    async def fit(self, what: str, data: bytes) -> np.ndarray:
-        """One upload fitted to the model's input: uint8 (H, W, C); HTTPException when bad."""
+    async def fit(self, what: str, data: bytes) -> Noted:
+        """One upload fitted to the model's input: uint8 (H, W, C), with its notes;
+        HTTPException when bad."""
         header = decode(data, what, max_pixels=self.max_pixels, header_only=True)
         pixels = header.width * header.height
         if pixels <= INLINE_PIXELS:
@@ -126,10 +130,10 @@ class Decoder:
         finally:
             self.large_waiting -= 1
 
-    def fit_now(self, what: str, data: bytes) -> np.ndarray:
+    def fit_now(self, what: str, data: bytes) -> Noted:
         image = decode(data, what, max_pixels=self.max_pixels, draft=self.draft)
         try:
-            return self.classifier.fit(image)
+            return fit_noted(self.classifier, image)
         except CnnkitError as error:
             raise HTTPException(422, f"{what}: {error}") from None
 
@@ -201,6 +205,12 @@ class Service:
         self, request: Request, field: str = "file", many: bool = False
     ) -> list[np.ndarray]:
         """The request's image(s), decoded and fitted to the model's input: uint8 (H, W, C)."""
+        return [pixels for pixels, _ in await self.read_fitted(request, field, many)]
+
+    async def read_fitted(
+        self, request: Request, field: str = "file", many: bool = False
+    ) -> list[Noted]:
+        """`read_images`, each with its notes (`cnnkit.preprocess.input_notes`)."""
         blobs = await self.read_blobs(request, field, many)
         return [await self.decoder.fit(what, data) for what, data in blobs]
 
