@@ -154,7 +154,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     data = None
     if "patches" in chosen or args.data or args.image is None:
         data = load_split(classifier, args.data, args.data_dir)
-    image = classifier.fit(args.image) if args.image else data[1][0]
+    image = classifier.prepare(args.image) if args.image else data[1][0]
     normalise = normaliser(classifier)
     x = normalise(image[None])  # (1, C, H, W)
     out = Path(args.out)

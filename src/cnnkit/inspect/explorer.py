@@ -1,7 +1,7 @@
 """The model side of the explorer page: predictions, every layer's maps, Grad-CAM, one conv step.
 
     explorer = Explorer(load("runs/lenet"))
-    pixels = explorer.classifier.fit(Image.open("seven.png"))  # uint8 (H, W, C)
+    pixels = explorer.classifier.prepare(Image.open("seven.png"))  # uint8 (H, W, C)
     explorer.conv_step(pixels, "conv1", channel=0, y=3, x=4).to_dict()["result"]
 
 Every method takes fitted pixels and returns arrays or small dataclasses; `cnnkit.serve` turns

@@ -147,7 +147,7 @@ class Service:
         for what, data in blobs:
             image = decode(data, what)
             try:
-                fitted.append(self.classifier.fit(image))
+                fitted.append(self.classifier.prepare(image))
             except CnnkitError as error:
                 raise HTTPException(422, f"{what}: {error}") from None
         return fitted
