@@ -89,6 +89,19 @@ class FitResult:
     summary: dict[str, Any]  # best/final accuracy, seconds, images/s, why it stopped
     notes: list[str] = field(default_factory=list)
 
+    def __repr__(self) -> str:
+        """One line: run, model, best/final validation accuracy, steps and seconds."""
+        config = self.manifest.get("train_config") or {}
+        source = config.get("from_run")
+        model = f"from {source}" if source else config.get("model", "?")
+        acc = {k: self.summary.get(k) for k in ("best_val_acc", "final_val_acc")}
+        shown = {k: "None" if v is None else f"{v:.4f}" for k, v in acc.items()}
+        return (
+            f"FitResult(run={str(self.run)!r}, model={model!r}, "
+            f"best_val_acc={shown['best_val_acc']}, final_val_acc={shown['final_val_acc']}, "
+            f"steps={self.summary.get('steps')}, seconds={self.summary.get('train_s')})"
+        )
+
     @property
     def final_val_acc(self) -> float | None:
         return self.summary.get("final_val_acc")
@@ -198,6 +211,7 @@ class Trainer:
             setup.std,
             resize=config.resize or "letterbox",
             train_config=config.to_dict(),
+            lineage=setup.lineage,
         )
 
     def restore(self) -> None:

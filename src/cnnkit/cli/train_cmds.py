@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cnnkit.cli.types import add_threads
 from cnnkit.train_config import (  # pure Python: building the parser imports no torch
     OPTIMIZERS,
     PRECISIONS,
@@ -26,8 +27,9 @@ DEMO_OUT = "runs/demo"
 DEMO_EPOCHS = 5  # mnist-mini: measured 99.15% test after 5 epochs, 15 s of training on 2 cores
 DEMO_SAMPLES = 8  # test digits written as PNG and predicted at the end of the demo
 # Every other TrainConfig field is a `cnnkit train` option, which `--resume` refuses (it takes
-# them from the run itself); --quiet is an option --resume allows.
-_NOT_OPTIONS = ("warmup", "channels_last", "quiet")
+# them from the run itself); --quiet and --threads are options --resume allows; arrays come
+# only from cnnkit.fit.
+_NOT_OPTIONS = ("warmup", "channels_last", "quiet", "threads", "arrays")
 
 
 def register(subparsers) -> None:
@@ -74,6 +76,16 @@ def register(subparsers) -> None:
     add("--out", metavar="DIR", help="the run directory (default runs/<model>-<data>)")
     add("--overwrite", action="store_const", const=True, help="replace a run at --out")
     add("--resume", metavar="RUN", help="continue an interrupted run exactly; takes no options")
+    add(
+        "--from",
+        dest="from_run",
+        metavar="RUN",
+        help="start from a run's weights on --data (a new head if the classes differ)",
+    )
+    add(
+        "--freeze", action="store_const", const=True, help="with --from: keep the conv layers fixed"
+    )
+    add_threads(train)
     add("--quiet", action="store_true", help="print only the summary")
     add("--json", action="store_true", help="print the metrics records as JSON lines")
     train.set_defaults(handler=run_train)
@@ -104,12 +116,12 @@ def _register_demo(subparsers: Any) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from cnnkit import presets, train
+    from cnnkit import train, transfer
     from cnnkit.errors import ConfigError
 
-    for name in ("resume", "model", "data", "data_dir", "out", "input"):
+    for name in ("resume", "model", "data", "data_dir", "out", "input", "from_run"):
         if getattr(args, name, None) is not None and not getattr(args, name).strip():
-            option = "--" + name.replace("_", "-")
+            option = "--" + {"from_run": "from"}.get(name, name).replace("_", "-")
             raise ConfigError(f"{option} is empty; give a value or leave {option} out")
     if args.roi_crop:  # kept in the source string ('DIR:roi'), so the run reopens its data alike
         if args.data is None or args.resume is not None:
@@ -127,9 +139,13 @@ def run_train(args: argparse.Namespace) -> int:
                 f"--resume continues with the run's own options; remove {names} "
                 f"(or start a new run with --out and those options)"
             )
-        return _train(lambda hooks: train.resume(args.resume, hooks), args)
-    model = given.pop("model", None) or presets.DEFAULT_PRESET
-    config = train.TrainConfig.for_model(model, quiet=args.quiet, **given)
+        return _train(lambda hooks: train.resume(args.resume, hooks, args.threads), args)
+    model, from_run = transfer.model_and_source(
+        given.pop("model", None), given.pop("from_run", None)
+    )
+    config = train.TrainConfig.for_model(
+        model, quiet=args.quiet, threads=args.threads, from_run=from_run, **given
+    )
     return _train(lambda hooks: train.fit(config, hooks), args)
 
 

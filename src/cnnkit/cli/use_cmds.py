@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from cnnkit.cli.types import add_threads
+
 SPLIT_PREFERENCE = ("test", "val", "train")  # as cnnkit.data.shaped prefers them, for --split
 
 
@@ -66,6 +68,7 @@ def _common(parser: argparse.ArgumentParser, batch_size: int) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=batch_size, metavar="N", help="images per forward pass"
     )
+    add_threads(parser)
 
 
 def _device(name: str) -> Any:
@@ -76,9 +79,11 @@ def _device(name: str) -> Any:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from cnnkit.data.shaped import open_for_run
+    from cnnkit.devices import use_threads
     from cnnkit.predict import load
     from cnnkit.render_use import render_evaluation
 
+    use_threads(args.threads)
     classifier = load(args.run, device=_device(args.device))
     data = open_for_run(classifier.manifest, args.data, data_dir=args.data_dir, progress=True)
     name, split, note = data.choose_split(args.split)
@@ -119,11 +124,16 @@ def run_predict(args: argparse.Namespace) -> int:
 
     files = image_files(args.files)  # before loading, so a typo'd folder fails fast
     if is_onnx_path(args.run):  # ONNX Runtime on the CPU: never imports torch
-        classifier = load_onnx(args.run, args.input, args.classes)
+        from cnnkit.threads import default_threads
+
+        threads = args.threads or default_threads()
+        classifier = load_onnx(args.run, args.input, args.classes, threads=threads)
     else:
+        from cnnkit.devices import use_threads
         from cnnkit.predict import load
 
         _only_for_onnx(args)
+        use_threads(args.threads)
         classifier = load(args.run, device=_device(args.device))
     results = classifier.predict(
         [str(file) for file in files], top_k=args.top_k, batch_size=args.batch_size
