@@ -104,9 +104,13 @@ def test_gray_to_rgb_replicates_the_first_filters_by_reference(source: Path) -> 
     """A gray image through the source conv == the same image as RGB through the adapted one."""
     from cnnkit.network import build
 
-    spec, _ = transfer.target_spec(transfer.open_run(source), "28x28x3", [str(i) for i in range(10)])
+    spec, _ = transfer.target_spec(
+        transfer.open_run(source), "28x28x3", [str(i) for i in range(10)]
+    )
     model = build(spec, seed=1)
-    lineage = transfer.transfer_weights(model, transfer.open_run(source), [str(i) for i in range(10)])
+    lineage = transfer.transfer_weights(
+        model, transfer.open_run(source), [str(i) for i in range(10)]
+    )
     assert lineage["adapted"] == ["conv1"]
     gray = torch.rand(2, 1, 28, 28)
     old = weights(source)

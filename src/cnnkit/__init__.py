@@ -14,6 +14,9 @@ starts instantly. `build`, `fit`, `load`, `evaluate` and `predict` import torch 
 `load` and `predict` of an .onnx file run on ONNX Runtime and never import torch.
 """
 
+import sys as _sys
+import types as _types
+
 from cnnkit.api import build, evaluate, fit, load, predict
 from cnnkit.errors import (
     CheckpointError,
@@ -48,3 +51,20 @@ __all__ = [
     "predict",
     "resolve",
 ]
+
+
+class _Package(_types.ModuleType):
+    """`cnnkit.predict` and `cnnkit.plan` stay the functions once their modules are imported.
+
+    Importing a submodule sets it as an attribute of its package, which would replace the
+    function of the same name; the modules stay importable (`from cnnkit.predict import
+    Classifier`) from sys.modules.
+    """
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in ("plan", "predict") and isinstance(value, _types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+_sys.modules[__name__].__class__ = _Package

@@ -64,7 +64,7 @@ def fit(
     from cnnkit.data.arrays import arrays_dataset, describe, is_arrays
 
     model, from_run = transfer.model_and_source(model, options.pop("from_run", None))
-    if is_arrays(data):
+    if is_arrays(data) or isinstance(data, (tuple, list)):
         names = list(class_names) if class_names is not None else None
         dataset = arrays_dataset(data, test=test, class_names=names)
         options.update(data=describe(dataset), arrays=dataset)
