@@ -23,6 +23,7 @@ from torch import nn
 from cnnkit import runs
 from cnnkit.errors import CheckpointError, ConfigError
 from cnnkit.plan import Plan, plan
+from cnnkit.render_train import fit_result_line
 from cnnkit.train_config import TrainConfig, learning_rate
 
 if TYPE_CHECKING:  # cnnkit.train imports this module
@@ -88,19 +89,7 @@ class FitResult:
     metrics: list[dict[str, Any]]  # one record per evaluation, as in metrics.jsonl
     summary: dict[str, Any]  # best/final accuracy, seconds, images/s, why it stopped
     notes: list[str] = field(default_factory=list)
-
-    def __repr__(self) -> str:
-        """One line: run, model, best/final validation accuracy, steps and seconds."""
-        config = self.manifest.get("train_config") or {}
-        source = config.get("from_run")
-        model = f"from {source}" if source else config.get("model", "?")
-        acc = {k: self.summary.get(k) for k in ("best_val_acc", "final_val_acc")}
-        shown = {k: "None" if v is None else f"{v:.4f}" for k, v in acc.items()}
-        return (
-            f"FitResult(run={str(self.run)!r}, model={model!r}, "
-            f"best_val_acc={shown['best_val_acc']}, final_val_acc={shown['final_val_acc']}, "
-            f"steps={self.summary.get('steps')}, seconds={self.summary.get('train_s')})"
-        )
+    __repr__ = fit_result_line  # one line: run, model, val accuracies, steps, seconds
 
     @property
     def final_val_acc(self) -> float | None:

@@ -121,7 +121,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     for name in ("resume", "model", "data", "data_dir", "out", "input", "from_run"):
         if getattr(args, name, None) is not None and not getattr(args, name).strip():
-            option = "--" + {"from_run": "from"}.get(name, name).replace("_", "-")
+            option = _flag(name)
             raise ConfigError(f"{option} is empty; give a value or leave {option} out")
     if args.roi_crop:  # kept in the source string ('DIR:roi'), so the run reopens its data alike
         if args.data is None or args.resume is not None:
@@ -134,7 +134,7 @@ def run_train(args: argparse.Namespace) -> int:
     given = {name: getattr(args, name) for name in options if getattr(args, name) is not None}
     if args.resume is not None:
         if given:
-            names = ", ".join("--" + name.replace("_", "-") for name in given)
+            names = ", ".join(_flag(name) for name in given)
             raise ConfigError(
                 f"--resume continues with the run's own options; remove {names} "
                 f"(or start a new run with --out and those options)"
@@ -147,6 +147,11 @@ def run_train(args: argparse.Namespace) -> int:
         model, quiet=args.quiet, threads=args.threads, from_run=from_run, **given
     )
     return _train(lambda hooks: train.fit(config, hooks), args)
+
+
+def _flag(name: str) -> str:
+    """The option of a TrainConfig field: from_run is --from, the rest --name-with-dashes."""
+    return "--" + {"from_run": "from"}.get(name, name).replace("_", "-")
 
 
 def _train(start: Any, args: argparse.Namespace) -> int:
