@@ -73,6 +73,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15, help="passes over the small set")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seeds", type=int, default=3, help="draws of the small set")
+    parser.add_argument("--first-seed", type=int, default=0, help="the first draw's seed")
     parser.add_argument("--seed0", type=int, default=0, help="the runs' own seed (weights, order)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--source-epochs", type=int, default=1)
@@ -87,7 +88,7 @@ def main() -> None:
         )  # fmt: skip
         print(f"source: digits on mnist-mini, test acc {made.final_val_acc:.4f}")
         figures: dict[str, list[dict]] = {name: [] for name in CONDITIONS}
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             data = make_subset(root, args.per_class, args.test, seed)
             for name in CONDITIONS:
                 figures[name].append(run(name, data, source, root / f"{seed}-{len(name)}", args))

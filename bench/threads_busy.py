@@ -7,6 +7,11 @@
 "auto" is `cnnkit.threads.default_threads()` measured with the spinners already running (the
 load average lags by about a minute, so the script waits for it to rise first). The figure is
 the run's own images/s (training and evaluating, start-up excluded).
+
+Measured (2026-12-01, the 2-core dev machine already loaded by other jobs, load average 12.97
+with the spinner; `--busy 1 --epochs 1 --settle 5`): 1 thread 142 images/s (140 steps in
+63.1 s), 2 threads 16 images/s (545.0 s), auto = 1 thread 163 images/s (54.9 s). One run each:
+the other jobs' load moved during the runs, so read the ratio, not the figures.
 """
 
 from __future__ import annotations
