@@ -134,9 +134,9 @@ def test_every_awkward_image_kind_is_predicted(classifier: Classifier, images):
 
 
 def test_exif_orientation_and_alpha_are_applied(classifier: Classifier, images):
-    photo = classifier.fit(images["photo"])  # shown as 400x600: white top half
+    photo = classifier.prepare(images["photo"])  # shown as 400x600: white top half
     assert photo[1, 4].min() > 200 and photo[6, 4].max() < 50
-    rgba = classifier.fit(images["rgba"])  # transparent bottom half composited on white
+    rgba = classifier.prepare(images["rgba"])  # transparent bottom half composited on white
     assert tuple(rgba[2, 4]) == (255, 0, 0) and tuple(rgba[6, 4]) == (255, 255, 255)
 
 

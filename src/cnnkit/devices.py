@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 from cnnkit.errors import ConfigError
+from cnnkit.threads import check_threads, default_threads
 
 
 def resolve_device(name: str | torch.device) -> torch.device:
@@ -25,3 +29,23 @@ def resolve_device(name: str | torch.device) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device {name} but CUDA is not available here; use --device cpu")
     return device
+
+
+def use_threads(count: int | None) -> int:
+    """Let torch use `count` CPU threads (None: `cnnkit.threads.default_threads()`); the count set.
+
+    A server passes 1 to leave the other cores to HTTP; train, evaluate and predict pass --threads.
+    """
+    count = check_threads(count) or default_threads()
+    torch.set_num_threads(count)
+    return count
+
+
+@contextlib.contextmanager
+def thread_count(count: int | None) -> Iterator[int]:
+    """`use_threads(count)` for a `with` block, then the previous count again (library calls)."""
+    previous = torch.get_num_threads()
+    try:
+        yield use_threads(count)
+    finally:
+        torch.set_num_threads(previous)

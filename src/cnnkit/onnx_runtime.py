@@ -5,7 +5,7 @@
     [{"file": "seven.png", "top": [{"class": "7", "prob": 0.98}, ...], "error": None}]
 
 It has the interface `cnnkit.predict.Classifier` offers a server's batcher: `class_names`,
-`input_shape`, `resize`, `manifest`, `fit(image)`, `log_probabilities(uint8 (N, H, W, C))`,
+`input_shape`, `resize`, `manifest`, `prepare(image)`, `log_probabilities(uint8 (N, H, W, C))`,
 `predict(...)` and `evaluate(...)`; preprocessing is the same code (`cnnkit.preprocess`).
 
 The preprocessing travels in the model's metadata_props (keys "cnnkit.*", JSON values; written by
@@ -97,8 +97,8 @@ class OnnxClassifier:
     def __repr__(self) -> str:
         return f"OnnxClassifier({self.path!r}, {len(self.class_names)} classes)"
 
-    def fit(self, image: ImageInput) -> np.ndarray:
-        """One image (path, PIL image or uint8 array) -> uint8 (H, W, C); as Classifier.fit."""
+    def prepare(self, image: ImageInput) -> np.ndarray:
+        """One image (path, PIL image or uint8 array) -> uint8 (H, W, C); as Classifier.prepare."""
         return fit_image(image, self.input_shape, self.resize, self.background, self.max_pixels)
 
     def preprocess(self, images: np.ndarray) -> np.ndarray:

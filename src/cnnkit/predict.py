@@ -67,12 +67,19 @@ class Classifier:
 
     # ------------------------------------------------------------------------- preprocessing
 
-    def fit(self, image: ImageInput) -> np.ndarray:
+    def prepare(self, image: ImageInput) -> np.ndarray:
         """One image (path, PIL image or uint8 HxW / HxWxC array) -> uint8 (H, W, C) for the model.
 
         Raises ImageError for a file that cannot be decoded or an array that is not an image.
         """
         return fit_image(image, self.input_shape, self.resize, self.background, self.max_pixels)
+
+    def fit(self, *args: Any, **kwargs: Any) -> Any:
+        """Renamed `prepare` (it preprocesses one image); training a model is `cnnkit.fit`."""
+        raise AttributeError(
+            "Classifier.fit was renamed Classifier.prepare (it preprocesses one image); "
+            "to train a model use cnnkit.fit(data, model=...)"
+        )
 
     def batches(self, images: np.ndarray, batch_size: int = 256) -> Iterator[torch.Tensor]:
         """uint8 (N, H, W, C) -> float (B, C, H, W) batches on the device, normalised.
@@ -96,7 +103,7 @@ class Classifier:
 
     def preprocess(self, images: ImageInput | Sequence[ImageInput]) -> torch.Tensor:
         """Images as `predict` takes them -> the model's input (N, C, H, W); raises on a bad one."""
-        fitted = np.stack([self.fit(image) for image in as_list(images)])  # (N, H, W, C)
+        fitted = np.stack([self.prepare(image) for image in as_list(images)])  # (N, H, W, C)
         return next(self.batches(fitted, batch_size=len(fitted)))
 
     # ------------------------------------------------------------------------- inference

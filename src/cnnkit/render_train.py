@@ -91,3 +91,18 @@ def predictions(rows: list[dict[str, Any]], labels: list[str] | None = None) -> 
         label = labels[index] if labels else ""
         body.append([str(row["file"]), label, top])
     return table(["file", "label", "top classes"], body)
+
+
+def fit_result_line(result: Any) -> str:
+    """FitResult's repr, one line: `FitResult(run='runs/x', model='digits', best_val_acc=0.9912,
+    final_val_acc=0.9905, steps=844, seconds=12.3)`; a run built on another shows `from RUN`."""
+    config = result.manifest.get("train_config") or {}
+    source = config.get("from_run")
+    model = f"from {source}" if source else config.get("model", "?")
+    acc = {k: result.summary.get(k) for k in ("best_val_acc", "final_val_acc")}
+    shown = {k: "None" if v is None else f"{v:.4f}" for k, v in acc.items()}
+    return (
+        f"FitResult(run={str(result.run)!r}, model={model!r}, "
+        f"best_val_acc={shown['best_val_acc']}, final_val_acc={shown['final_val_acc']}, "
+        f"steps={result.summary.get('steps')}, seconds={result.summary.get('train_s')})"
+    )

@@ -171,8 +171,14 @@ def make_manifest(
     resize: str = "letterbox",
     train_config: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
+    lineage: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The manifest of a model of `spec` (a cnnkit.spec.Spec); `save_model` adds weights and time."""
+    """The manifest of a model of `spec` (a cnnkit.spec.Spec); `save_model` adds weights and time.
+
+    `lineage` (`cnnkit.transfer.transfer_weights`'s record) is kept under "from" for a run that
+    started from another: its path, its weights' SHA-256, the layers kept, adapted, re-initialised
+    and frozen.
+    """
     from cnnkit.plan import plan
     from cnnkit.spec import to_dict
 
@@ -181,7 +187,7 @@ def make_manifest(
         raise ConfigError(
             f"mean {list(mean)} and std {list(std)} need one value per input channel ({channels})"
         )
-    return {
+    manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "spec": to_dict(spec),
@@ -198,6 +204,9 @@ def make_manifest(
         "train_config": dict(train_config or {}),
         "metrics": dict(metrics or {}),
     }
+    if lineage is not None:
+        manifest["from"] = dict(lineage)
+    return manifest
 
 
 def save_model(

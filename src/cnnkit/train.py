@@ -32,12 +32,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnkit import presets, runs
+from cnnkit import presets, runs, transfer
 from cnnkit.data import DeviceLoader, Split, channel_stats, parse_augment, shaped
 from cnnkit.data import split_validation as split_validation_
+from cnnkit.devices import thread_count
 from cnnkit.errors import CheckpointError, CnnkitError
-from cnnkit.spec import Spec
+from cnnkit.spec import Spec, from_dict, parse_shape
 from cnnkit.train_config import (
+    ARRAYS_PREFIX,
     DEVICES,
     OPTIMIZERS,
     PRECISIONS,
@@ -83,8 +85,13 @@ def fit(config: TrainConfig, hooks: Hooks | None = None) -> FitResult:
     return _run(config, hooks or Hooks(), resume_from=None)
 
 
-def resume(run: str | os.PathLike, hooks: Hooks | None = None) -> FitResult:
-    """Continue an interrupted run exactly where its last checkpoint left it."""
+def resume(
+    run: str | os.PathLike, hooks: Hooks | None = None, threads: int | None = None
+) -> FitResult:
+    """Continue an interrupted run exactly where its last checkpoint left it.
+
+    `threads` replaces the run's own --threads (the count changes the speed, not the steps).
+    """
     path = runs.prepare_run_dir(run, resume=True)
     state = runs.read_state(path)
     saved = dict(state.get("config") or {})
@@ -93,7 +100,13 @@ def resume(run: str | os.PathLike, hooks: Hooks | None = None) -> FitResult:
         raise CheckpointError(
             f"{path}: the resume state holds no usable training config; train again with --overwrite"
         )
-    config = TrainConfig(**{**saved, "out": str(path), "overwrite": False})
+    if str(saved.get("data", "")).startswith(ARRAYS_PREFIX):
+        raise CheckpointError(
+            f"{path} was trained from arrays in memory ({saved['data']}), which a run does not "
+            f"keep, so it cannot resume; train again with cnnkit.fit((x, y), out=..., overwrite=True)"
+        )
+    threads = threads if threads is not None else saved.get("threads")
+    config = TrainConfig(**{**saved, "out": str(path), "overwrite": False, "threads": threads})
     return _run(config, hooks or Hooks(), resume_from=path)
 
 
@@ -103,17 +116,24 @@ def _run(config: TrainConfig, hooks: Hooks, resume_from: Path | None) -> FitResu
     created = False
     if resume_from is None:
         out = Path(config.out or default_out(config))
-        _resolve_spec(config)  # a bad --model fails before any directory is touched
+        if config.from_run is None:
+            _resolve_spec(config)  # a bad --model fails before any directory is touched
+        else:
+            runs.read_manifest(config.from_run)  # as a bad --from does
         created = not out.exists()
         run_dir = runs.prepare_run_dir(out, overwrite=config.overwrite)
         config = dataclasses.replace(config, out=str(out))
     else:
         run_dir = resume_from
     try:
-        setup = _prepare(config)
+        setup = _prepare(config, resume_from)
         device = _device(config)
         devices = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), _catch_sigint() as interrupted:
+        with (
+            torch.random.fork_rng(devices=devices),
+            _catch_sigint() as interrupted,
+            thread_count(config.threads),
+        ):
             parts, data_s = _build(setup, config, device)
             timing = {"data_s": round(data_s, 3)}
             trainer = Trainer(config, hooks, run_dir, setup, parts, interrupted, timing)
@@ -132,6 +152,7 @@ def _build(setup: Setup, config: TrainConfig, device: torch.device) -> tuple[Par
     """The model, loaders and optimizer, in the order that fixes the RNG; and the data seconds."""
     torch.manual_seed(config.seed)
     model = build_model(setup.spec, config.seed, device, config.channels_last)
+    _transfer(setup, config, model)
     loader_started = time.perf_counter()
     train_loader, val_loader = _loaders(setup, config, device)
     data_s = setup.data_s + time.perf_counter() - loader_started
@@ -158,27 +179,33 @@ class Setup:
     mean: list[float]  # per channel, of the training images as the model sees them
     std: list[float]
     data_s: float  # seconds spent reading and fitting the data
+    source: Any = None  # --from: cnnkit.transfer.SourceRun, whose weights _build copies
+    lineage: dict[str, Any] | None = None  # --from: the manifest's "from" record
 
 
 def _resolve_spec(config: TrainConfig) -> Spec:
     return presets.resolve(config.model, input_shape=config.input)
 
 
-def _prepare(config: TrainConfig) -> Setup:
+def _prepare(config: TrainConfig, resume_from: Path | None = None) -> Setup:
     """Open the data shaped for the model's input, and fit the model's classes to the data."""
     started = time.perf_counter()
-    spec = _resolve_spec(config)
+    spec, source, lineage = _source_spec(config, resume_from)
     data = shaped.open_for_model(
         config.data,
         spec.input_shape,
         resize=config.resize,
         data_dir=config.data_dir,
         progress=not config.quiet,
+        dataset=config.arrays,
     )
     notes = list(data.notes)
-    spec, note = shaped.fit_classes(spec, config.model, config.data, data.class_names)
-    if note:
-        notes.append(note)
+    if source is not None:
+        spec, more = transfer.target_spec(source, config.input, data.class_names)
+        notes += more
+    else:
+        spec, note = shaped.fit_classes(spec, config.model, config.data, data.class_names)
+        notes += [note] if note else []
     val = "none" if config.val == "none" else (config.val or config.val_split)
     train, val_split = split_validation_(data.dataset, val if val != "none" else None, config.seed)
     if data.dataset.known_stats and not data.fitted:
@@ -194,7 +221,39 @@ def _prepare(config: TrainConfig) -> Setup:
         list(mean),
         list(std),
         time.perf_counter() - started,
+        source,
+        lineage,
     )
+
+
+def _source_spec(config: TrainConfig, resume_from: Path | None) -> tuple[Spec, Any, Any]:
+    """(spec, source run, lineage): --from's network and weights, or the --model's spec.
+
+    A resumed run built on another takes its spec and lineage from its own manifest, so it
+    resumes exactly even when the source run has gone since.
+    """
+    if config.from_run is None:
+        return _resolve_spec(config), None, None
+    if resume_from is not None:
+        manifest = runs.read_manifest(resume_from)
+        return from_dict(manifest["spec"]), None, manifest.get("from")
+    source = transfer.open_run(config.from_run)
+    spec = source.spec
+    if config.input is not None:
+        spec = presets.with_input(spec, parse_shape(config.input))
+    return spec, source, None
+
+
+def _transfer(setup: Setup, config: TrainConfig, model: nn.Module) -> None:
+    """--from: copy the source run's weights into the fresh model; --freeze: fix its features."""
+    if setup.source is not None:
+        setup.lineage = transfer.transfer_weights(model, setup.source, setup.class_names)
+    if config.freeze:
+        frozen = transfer.freeze_features(model)
+        if setup.lineage is not None:
+            setup.lineage["frozen"] = frozen
+    if setup.source is not None and setup.lineage is not None:
+        setup.notes.append(transfer.describe(setup.lineage))
 
 
 def _device(config: TrainConfig) -> torch.device:

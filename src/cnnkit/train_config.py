@@ -18,6 +18,7 @@ from typing import Any
 from cnnkit import presets
 from cnnkit.augment import parse_augment
 from cnnkit.errors import ConfigError
+from cnnkit.threads import check_threads
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
@@ -25,6 +26,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 RESIZE_MODES = ("letterbox", "stretch", "crop")
 DATA_MEMORY = ("auto", "ram", "disk")
+ARRAYS_PREFIX = "<arrays"  # `data` of a run trained from arrays in memory: "<arrays 1000x28x28x1>"
 
 # ----------------------------------------------------------------------------- configuration
 
@@ -65,6 +67,12 @@ class TrainConfig:
     out: str | None = None  # run directory (None: runs/<model>-<data>)
     overwrite: bool = False  # replace an existing run at `out`
     quiet: bool = False  # no download progress
+    # Building on a run, threads and in-memory data (cnnkit.transfer, cnnkit.threads, cnnkit.fit).
+    from_run: str | None = None  # start from this run's weights (the head is new if classes differ)
+    freeze: bool = False  # with from_run: conv/BN layers fixed (no grads, BN kept in eval mode)
+    threads: int | None = None  # torch CPU threads (None: the cores the load average leaves free)
+    # cnnkit.data.arrays.ArraysSource for data given as arrays; never saved (`data` names it).
+    arrays: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -75,7 +83,10 @@ class TrainConfig:
         return cls(**{"model": model, **RECIPES.get(model, {}), **options})
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The JSON-ready fields; in-memory arrays are left out (`data` names them)."""
+        saved = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        saved.pop("arrays")
+        return saved
 
 
 # Per-preset departures from the defaults; `cnnkit train --model lenet5` starts from these.
@@ -104,6 +115,7 @@ def validate(config: TrainConfig) -> None:
     if not isinstance(config.seed, int) or isinstance(config.seed, bool):
         raise ConfigError(f"--seed must be a whole number, got {config.seed!r}")
     parse_augment(config.augment)  # raises ConfigError naming the bad part
+    _check_transfer(config)
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -161,6 +173,12 @@ def _check_validation(config: TrainConfig) -> None:
         )
 
 
+def _check_transfer(config: TrainConfig) -> None:
+    if config.freeze and config.from_run is None:
+        raise ConfigError("--freeze keeps the layers of --from RUN fixed; give --from RUN too")
+    check_threads(config.threads)
+
+
 def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
     """The learning rate of step `step` (0-based) of `total_steps`: a pure function, no state.
 
@@ -183,9 +201,13 @@ def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
 def default_out(config: TrainConfig) -> str:
     """runs/<model>-<data>, with a spec file's stem or 'custom' for notation as the model name."""
     model = config.model
-    if model.endswith((".yaml", ".yml", ".json")):
+    if config.from_run is not None:  # runs/<source run>-<data>: the lineage shows in the name
+        model = Path(config.from_run).name or "run"
+    elif model.endswith((".yaml", ".yml", ".json")):
         model = Path(model).stem
     elif model not in presets.PRESETS:
         model = "custom"
     data = Path(config.data).name.replace(":", "-") or "data"
+    if config.data.startswith(ARRAYS_PREFIX):  # "<arrays 1000x28x28x1>": no file name to use
+        data = "arrays"
     return str(Path("runs") / f"{model}-{data}")

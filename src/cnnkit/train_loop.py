@@ -23,6 +23,7 @@ from torch import nn
 from cnnkit import runs
 from cnnkit.errors import CheckpointError, ConfigError
 from cnnkit.plan import Plan, plan
+from cnnkit.render_train import fit_result_line
 from cnnkit.train_config import TrainConfig, learning_rate
 
 if TYPE_CHECKING:  # cnnkit.train imports this module
@@ -100,6 +101,7 @@ class FitResult:
     metrics: list[dict[str, Any]]  # one record per evaluation, as in metrics.jsonl
     summary: dict[str, Any]  # best/final accuracy, seconds, images/s, why it stopped
     notes: list[str] = field(default_factory=list)
+    __repr__ = fit_result_line  # one line: run, model, val accuracies, steps, seconds
 
     @property
     def final_val_acc(self) -> float | None:
@@ -210,6 +212,7 @@ class Trainer:
             setup.std,
             resize=config.resize or "letterbox",
             train_config=config.to_dict(),
+            lineage=setup.lineage,
         )
 
     def restore(self) -> None:

@@ -158,7 +158,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     if "patches" in chosen or args.data or args.image is None:
         data = load_split(classifier, args.data, args.data_dir)
     if args.image or data is None:
-        image, shown = classifier.fit(args.image), args.image
+        image, shown = classifier.prepare(args.image), args.image
     else:  # no --image: the data's first image
         image, shown = data[1][0], f"{data[0]} #0"
     normalise = normaliser(classifier)

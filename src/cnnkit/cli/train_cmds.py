@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cnnkit.cli.types import add_threads
 from cnnkit.train_config import (  # pure Python: building the parser imports no torch
     OPTIMIZERS,
     PRECISIONS,
@@ -27,8 +28,9 @@ DEMO_OUT = "runs/demo"
 DEMO_EPOCHS = 5  # mnist-mini: measured 99.15% test after 5 epochs, 15 s of training on 2 cores
 DEMO_SAMPLES = 8  # test digits written as PNG and predicted at the end of the demo
 # Every other TrainConfig field is a `cnnkit train` option, which `--resume` refuses (it takes
-# them from the run itself); --quiet is an option --resume allows.
-_NOT_OPTIONS = ("warmup", "channels_last", "quiet")
+# them from the run itself); --quiet and --threads are options --resume allows; arrays come
+# only from cnnkit.fit.
+_NOT_OPTIONS = ("warmup", "channels_last", "quiet", "threads", "arrays")
 
 
 def register(subparsers) -> None:
@@ -39,7 +41,21 @@ def register(subparsers) -> None:
         description="Train a CNN. Options left out come from the model's recipe "
         "(cnnkit.train.RECIPES), tuned for MNIST; Ctrl-C saves the state for --resume.",
     )
+    _data_options(train.add_argument_group("data").add_argument)
+    _recipe_options(train.add_argument_group("recipe (left out: the model's own)").add_argument)
+    _run_options(train.add_argument_group("the run").add_argument)
+    add_threads(train)
     add = train.add_argument
+    add("--quiet", action="store_true", help="print only the summary")
+    add("--json", action="store_true", help="print the metrics records as JSON lines")
+    add(
+        "--serve", nargs="?", type=int, const=8000, metavar="PORT", help="watch it live (port 8000)"
+    )
+    train.set_defaults(handler=run_train)
+    _register_demo(subparsers)
+
+
+def _data_options(add: Any) -> None:
     add("--model", metavar="MODEL", help="preset, '>' notation or spec file (default: digits)")
     add("--data", metavar="SOURCE", help="mnist-mini (default, embedded), mnist, a folder, an .npz")
     add("--data-dir", metavar="DIR", help="where downloaded data sets are kept")
@@ -51,6 +67,9 @@ def register(subparsers) -> None:
         help=f"fit images of another aspect ratio: {', '.join(RESIZE_MODES)}",
     )
     add("--roi-crop", action="store_true", help="GTSRB's layout: crop images to their signs")
+
+
+def _recipe_options(add: Any) -> None:
     add("--epochs", type=int, metavar="N", help="passes over the training split")
     add("--batch-size", type=int, metavar="N", help="images per step")
     add("--lr", type=float, metavar="LR", help="peak learning rate")
@@ -68,6 +87,9 @@ def register(subparsers) -> None:
         metavar="E",
         help="epochs between evaluations (1; 0.2 w/ target)",
     )
+
+
+def _run_options(add: Any) -> None:
     add("--checkpoint-every", type=int, metavar="N", help="save state every N steps (~10 s)")
     add("--seed", type=int, metavar="N", help="weights, split, batch order, augmentation")
     add("--device", metavar="DEV", help="auto (default), cpu, cuda or cuda:N")
@@ -76,13 +98,15 @@ def register(subparsers) -> None:
     add("--out", metavar="DIR", help="the run directory (default runs/<model>-<data>)")
     add("--overwrite", action="store_const", const=True, help="replace a run at --out")
     add("--resume", metavar="RUN", help="continue an interrupted run exactly; takes no options")
-    add("--quiet", action="store_true", help="print only the summary")
-    add("--json", action="store_true", help="print the metrics records as JSON lines")
     add(
-        "--serve", nargs="?", type=int, const=8000, metavar="PORT", help="watch it live (port 8000)"
+        "--from",
+        dest="from_run",
+        metavar="RUN",
+        help="start from a run's weights on --data (a new head if the classes differ)",
     )
-    train.set_defaults(handler=run_train)
-    _register_demo(subparsers)
+    add(
+        "--freeze", action="store_const", const=True, help="with --from: keep the conv layers fixed"
+    )
 
 
 def _register_demo(subparsers: Any) -> None:
@@ -109,12 +133,12 @@ def _register_demo(subparsers: Any) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from cnnkit import presets, train
+    from cnnkit import train, transfer
     from cnnkit.errors import ConfigError
 
-    for name in ("resume", "model", "data", "data_dir", "out", "input"):
+    for name in ("resume", "model", "data", "data_dir", "out", "input", "from_run"):
         if getattr(args, name, None) is not None and not getattr(args, name).strip():
-            option = "--" + name.replace("_", "-")
+            option = _flag(name)
             raise ConfigError(f"{option} is empty; give a value or leave {option} out")
     if args.roi_crop:  # kept in the source string ('DIR:roi'), so the run reopens its data alike
         if args.data is None or args.resume is not None:
@@ -127,15 +151,24 @@ def run_train(args: argparse.Namespace) -> int:
     given = {name: getattr(args, name) for name in options if getattr(args, name) is not None}
     if args.resume is not None:
         if given:
-            names = ", ".join("--" + name.replace("_", "-") for name in given)
+            names = ", ".join(_flag(name) for name in given)
             raise ConfigError(
                 f"--resume continues with the run's own options; remove {names} "
                 f"(or start a new run with --out and those options)"
             )
-        return _train(lambda hooks: train.resume(args.resume, hooks), args)
-    model = given.pop("model", None) or presets.DEFAULT_PRESET
-    config = train.TrainConfig.for_model(model, quiet=args.quiet, **given)
+        return _train(lambda hooks: train.resume(args.resume, hooks, args.threads), args)
+    model, from_run = transfer.model_and_source(
+        given.pop("model", None), given.pop("from_run", None)
+    )
+    config = train.TrainConfig.for_model(
+        model, quiet=args.quiet, threads=args.threads, from_run=from_run, **given
+    )
     return _train(lambda hooks: train.fit(config, hooks), args)
+
+
+def _flag(name: str) -> str:
+    """The option of a TrainConfig field: from_run is --from, the rest --name-with-dashes."""
+    return "--" + {"from_run": "from"}.get(name, name).replace("_", "-")
 
 
 def _train(start: Any, args: argparse.Namespace) -> int:

@@ -27,3 +27,21 @@ def finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
     return value
+
+
+def positive_int(text: str) -> int:
+    """A count of at least 1 (`--threads 0` is refused before anything runs)."""
+    value = non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def add_threads(parser: argparse.ArgumentParser) -> None:
+    """--threads N for train, evaluate and predict; the default is `cnnkit.threads`'s rule."""
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        metavar="N",
+        help="CPU threads (default: the cores the load average leaves free, or OMP_NUM_THREADS)",
+    )

@@ -11,6 +11,8 @@ if TYPE_CHECKING:
     from cnnkit.onnx_runtime import OnnxClassifier
     from cnnkit.predict import Classifier
 
+from cnnkit.cli.types import add_threads
+
 SPLIT_PREFERENCE = ("test", "val", "train")  # as cnnkit.data.shaped prefers them, for --split
 
 
@@ -77,6 +79,7 @@ def _common(parser: argparse.ArgumentParser, batch_size: int) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=batch_size, metavar="N", help="images per forward pass"
     )
+    add_threads(parser)
 
 
 def _device(name: str) -> Any:
@@ -87,9 +90,11 @@ def _device(name: str) -> Any:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from cnnkit.data.shaped import open_for_run
+    from cnnkit.devices import use_threads
     from cnnkit.predict import load
     from cnnkit.render_use import render_evaluation
 
+    use_threads(args.threads)
     classifier = load(args.run, device=_device(args.device))
     data = open_for_run(classifier.manifest, args.data, data_dir=args.data_dir, progress=True)
     chosen = data.choose_split(args.split)
@@ -144,11 +149,16 @@ def run_predict(args: argparse.Namespace) -> int:
     max_pixels = _refuse_special_or_huge(files, args.max_pixels)
     classifier: OnnxClassifier | Classifier
     if is_onnx_path(args.run):  # ONNX Runtime on the CPU: never imports torch
-        classifier = load_onnx(args.run, args.input, args.classes)
+        from cnnkit.threads import default_threads
+
+        threads = args.threads or default_threads()
+        classifier = load_onnx(args.run, args.input, args.classes, threads=threads)
     else:
+        from cnnkit.devices import use_threads
         from cnnkit.predict import load
 
         _only_for_onnx(args)
+        use_threads(args.threads)
         classifier = load(args.run, device=_device(args.device))
     classifier.max_pixels = max_pixels
     results = classifier.predict(

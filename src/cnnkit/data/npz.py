@@ -77,10 +77,12 @@ def _split(path: Path, x: np.ndarray, y: np.ndarray, x_key: str, y_key: str) -> 
         )
     if len(x) == 0:
         raise DataError(f"{path}: {x_key} is empty")
-    return Split(_as_uint8(path, x, x_key), y.astype(np.int64))
+    return Split(as_uint8(path, x, x_key), y.astype(np.int64))
 
 
-def _as_uint8(path: Path, x: np.ndarray, key: str) -> np.ndarray:
+def as_uint8(path: Path | str, x: np.ndarray, key: str) -> np.ndarray:
+    """uint8 as it is; floats in [0, 1] scaled by 255; whole numbers 0..255 of any dtype as they
+    are; anything else a DataError naming `path`, `key` and the range found."""
     if x.dtype == np.uint8:
         return x
     low, high = float(x.min()), float(x.max())

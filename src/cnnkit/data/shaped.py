@@ -32,6 +32,7 @@ from cnnkit.data.images import fit_images
 from cnnkit.data.sources import open_source, source_folder
 from cnnkit.errors import DataError
 from cnnkit.spec import Spec, shape_text
+from cnnkit.train_config import ARRAYS_PREFIX
 
 SPLIT_PREFERENCE = ("test", "val", "train")  # the images a model is least likely to have seen
 
@@ -114,17 +115,21 @@ def open_for_model(
     data_dir: str | None = None,
     progress: bool = False,
     for_run: bool = False,
+    dataset: Dataset | None = None,
 ) -> ShapedSource:
     """Open `source` with every image fitted to `input_shape` (H, W, C), as the module says.
 
     `resize` (letterbox, stretch, crop) allows another aspect ratio; None refuses one (folders
     are letterboxed). `for_run` words a refusal for a trained run ("give data shaped like the
-    training data") rather than for training ("pass --input ...").
+    training data") rather than for training ("pass --input ..."). `dataset`: data already in
+    memory (`cnnkit.data.arrays`), which `source` then only names.
     """
     height, width, channels = (int(n) for n in input_shape)
     shape = (height, width, channels)
     notes: list[str] = []
-    if source_folder(source) is not None:
+    if dataset is not None:
+        pass  # arrays in memory: fitted below like any array source
+    elif source_folder(source) is not None:
         dataset = open_source(
             source,
             data_dir=data_dir,
@@ -170,6 +175,11 @@ def open_for_run(
     name (`align_labels`), so `class_names` are the run's.
     """
     config = manifest.get("train_config") or {}
+    if not source and str(config.get("data", "")).startswith(ARRAYS_PREFIX):
+        raise DataError(
+            f"the run was trained from arrays in memory ({config['data']}), which it does not "
+            f"keep; give the data to evaluate on with --data (a name, folder or .npz)"
+        )
     given, source = source, source or config.get("data") or "mnist-mini"
     try:
         shaped = open_for_model(

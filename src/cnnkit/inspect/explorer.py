@@ -1,7 +1,7 @@
 """The model side of the explorer page: predictions, every layer's maps, Grad-CAM, one conv step.
 
     explorer = Explorer(load("runs/lenet"))
-    pixels = explorer.classifier.fit(Image.open("seven.png"))  # uint8 (H, W, C)
+    pixels = explorer.classifier.prepare(Image.open("seven.png"))  # uint8 (H, W, C)
     explorer.conv_step(pixels, "conv1", channel=0, y=3, x=4).to_dict()["result"]
 
 Every method takes fitted pixels and returns arrays or small dataclasses; `cnnkit.serve` turns
@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnkit import explain, reference
+from cnnkit.devices import use_threads  # noqa: F401  (its home is devices; serve imports it here)
 from cnnkit.errors import ConfigError
 from cnnkit.inspect.gradcam import GradCam, gradcam
 from cnnkit.inspect.receptive import input_box
@@ -31,11 +32,6 @@ from cnnkit.predict import Classifier
 MAX_TILE = 64  # feature maps larger than this (per side) are averaged down for the page
 MAX_CHANNELS = 64  # maps shown per layer; more would be too small to read anyway
 MAX_VALUES = 512  # values shown per flat layer (fc outputs)
-
-
-def use_threads(count: int) -> None:
-    """Let torch use `count` threads for inference (a server leaves the other cores to HTTP)."""
-    torch.set_num_threads(count)
 
 
 @dataclass
