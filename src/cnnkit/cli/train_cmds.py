@@ -27,7 +27,7 @@ DEMO_EPOCHS = 5  # mnist-mini: measured 99.15% test after 5 epochs, 15 s of trai
 DEMO_SAMPLES = 8  # test digits written as PNG and predicted at the end of the demo
 # Every other TrainConfig field is a `cnnkit train` option, which `--resume` refuses (it takes
 # them from the run itself); --quiet is an option --resume allows.
-_NOT_OPTIONS = ("warmup", "channels_last", "quiet")
+_NOT_OPTIONS = ("warmup", "channels_last", "quiet", "given")
 
 
 def register(subparsers) -> None:
@@ -39,7 +39,11 @@ def register(subparsers) -> None:
         "(cnnkit.train.RECIPES), tuned for MNIST; Ctrl-C saves the state for --resume.",
     )
     add = train.add_argument
-    add("--model", metavar="MODEL", help="preset, '>' notation or spec file (default: digits)")
+    add(
+        "--model",
+        metavar="MODEL",
+        help="preset, '>' notation or spec file (default: auto, chosen from the data)",
+    )
     add("--data", metavar="SOURCE", help="mnist-mini (default, embedded), mnist, a folder, an .npz")
     add("--data-dir", metavar="DIR", help="where downloaded data sets are kept")
     add("--input", metavar="HxWxC", help="train the model on this input shape, e.g. 28x28x1")
@@ -50,6 +54,8 @@ def register(subparsers) -> None:
     )
     add("--roi-crop", action="store_true", help="GTSRB's layout: crop images to their signs")
     add("--epochs", type=int, metavar="N", help="passes over the training split")
+    add("--time", type=float, metavar="S", help="train for S seconds (one-cycle sized to fit)")
+    add("--patience", type=int, metavar="N", help="stop after N evaluations without a better val")
     add("--batch-size", type=int, metavar="N", help="images per step")
     add("--lr", type=float, metavar="LR", help="peak learning rate")
     add("--optimizer", metavar="NAME", help=f"one of {', '.join(OPTIMIZERS)}")
@@ -128,7 +134,7 @@ def run_train(args: argparse.Namespace) -> int:
                 f"(or start a new run with --out and those options)"
             )
         return _train(lambda hooks: train.resume(args.resume, hooks), args)
-    model = given.pop("model", None) or presets.DEFAULT_PRESET
+    model = given.pop("model", None) or presets.AUTO
     config = train.TrainConfig.for_model(model, quiet=args.quiet, **given)
     return _train(lambda hooks: train.fit(config, hooks), args)
 
@@ -147,6 +153,8 @@ def _train(start: Any, args: argparse.Namespace) -> int:
     finally:
         printer.end_bar()
     printer.text(render_train.summary(result))
+    for warning in result.summary.get("warnings") or []:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     return 0
 
 

@@ -196,6 +196,8 @@ class DeviceLoader:
         x = normalise(x, self.scale, self.bias)  # (B, H, W, C)
         if generator is not None and augment.cutout:
             x = cutout(x, augment.cutout, generator)
+        if generator is not None and augment.jitter:
+            x = jitter(x, augment.jitter, generator)
         x = x.permute(0, 3, 1, 2)  # (B, C, H, W), a view whose strides already are channels_last
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         return x.to(dtype=self.dtype, memory_format=fmt), self.labels[rows]
@@ -211,3 +213,11 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tens
     cols = torch.arange(width, device=x.device) - left[:, None]  # (B, W)
     inside = ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]
     return x.masked_fill_(inside[..., None], 0.0)
+
+
+def jitter(x: torch.Tensor, amount: float, generator: torch.Generator) -> torch.Tensor:
+    """Per image (B, H, W, C): contrast about its mean by 1 ± amount, brightness ± amount."""
+    batch = x.shape[0]
+    draws = torch.rand(2, batch, 1, 1, 1, generator=generator, device=x.device) * 2 - 1
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
+    return x.sub_(mean).mul_(1 + amount * draws[0]).add_(mean + amount * draws[1])
