@@ -120,6 +120,7 @@ def auto_recipe(shape: tuple[int, int, int], train_images: int, classes: int) ->
     """The training options of model 'auto' for this input (H, W, C) and data; pure."""
     side, colour = min(shape[:2]), shape[2] == 3
     batch_size = 64 if train_images >= 4096 else 32  # a small folder gets more steps per epoch
+    batch_size = min(batch_size, max(1, train_images // 4))  # and a tiny one 4 steps at least
     steps_per_epoch = max(1, train_images // batch_size)
     # Flips, since these are not digits; crops of ~1/10 of the side; jitter only for colour.
     augment = f"crop={max(2, side // 10)},flip" + (",jitter=0.2" if colour else "")
