@@ -4,6 +4,7 @@ and the warnings at the end of a run that learnt little or learnt its training i
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from cnnkit.cli import main
 from cnnkit.data import DeviceLoader, Split
 from cnnkit.errors import ConfigError, SpecError
 from cnnkit.plan import plan
-from cnnkit.train import TrainConfig, fit
+from cnnkit.train import Hooks, TrainConfig, fit, resume
 from cnnkit.train_config import auto_input, auto_recipe, ending_warnings
 
 # ----------------------------------------------------------------------------- the family
@@ -224,15 +225,21 @@ def test_auto_on_a_colour_folder_chooses_its_shape_and_says_so(
 def test_time_sizes_the_run_and_resume_keeps_its_length(photos: Path, tmp_path: Path) -> None:
     config = TrainConfig(
         model="auto-40x40x3-c2", data=str(photos), time=3.0, epochs=50, batch_size=8,
-        out=str(tmp_path / "run"), device="cpu", quiet=True,
+        checkpoint_every=1, eval_every=0.34, out=str(tmp_path / "run"), device="cpu", quiet=True,
     )  # fmt: skip
-    result = fit(config)
-    steps = result.summary["total_steps"]
-    assert 1 <= steps <= 50 * 3  # 28 training images, batch 8: 3 steps an epoch
-    assert result.summary["steps"] == steps  # ends inside an epoch when the budget says so
-    assert any(
-        re.match(r"--time 3: a step takes \d+ ms here, so [\d,]+ steps", n) for n in result.notes
-    )
+    planned: list[int] = []
+
+    def stop(record: dict) -> None:
+        raise RuntimeError("stop")  # a crash after the first checkpoints
+
+    hooks = Hooks(on_start=lambda start: planned.append(start.total_steps), on_eval=stop)
+    with pytest.raises(RuntimeError, match="stop"):
+        fit(config, hooks)
+    assert 1 <= planned[0] <= 50 * 3  # 28 training images, batch 8: 3 steps an epoch
+    result = resume(tmp_path / "run")  # not timed again: the length saved with the state
+    assert result.summary["total_steps"] == result.summary["steps"] == planned[0]
+    notes = fit(dataclasses.replace(config, overwrite=True)).notes
+    assert any(re.match(r"--time 3: a step takes \d+ ms here, so [\d,]+ steps", n) for n in notes)
 
 
 def test_patience_stops_and_keeps_the_best_weights(photos: Path, tmp_path: Path) -> None:
@@ -247,6 +254,7 @@ def test_patience_stops_and_keeps_the_best_weights(photos: Path, tmp_path: Path)
     if summary["restored_step"] is not None:
         assert summary["restored_step"] == summary["best_step"] < summary["steps"]
     assert result.manifest["metrics"]["final_val_acc"] == summary["best_val_acc"]
+    assert (result.run / "state" / "best.safetensors").is_file()  # for a resumed run
 
 
 def test_bare_train_on_mnist_keeps_the_digits_preset(tmp_path: Path) -> None:
@@ -256,3 +264,19 @@ def test_bare_train_on_mnist_keeps_the_digits_preset(tmp_path: Path) -> None:
     assert (config.model, config.epochs, config.augment, notes) == ("digits", 1, "none", [])
     config, _ = _resolve_auto(TrainConfig.for_model("auto", data="mnist", epochs=2))
     assert (config.model, config.epochs) == ("digits", 2)
+
+
+def test_the_cli_prints_the_warning_after_the_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # Random images with random labels: nothing to learn, so validation stays near chance.
+    root = make_folder(tmp_path / "noise", {"a": 20, "b": 20}, size=28, channels=3)
+    args = ["train", "--data", str(root), "--epochs", "1", "--time", "5", "--val-split", "0.5"]
+    assert main([*args, "--out", str(tmp_path / "run"), "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert "saved to" in captured.out
+    assert re.search(
+        r"^warning: validation accuracy \d+\.\d% is near chance \(1/2 = 50\.0%\)",
+        captured.err,
+        re.M,
+    )

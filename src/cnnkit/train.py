@@ -171,7 +171,8 @@ def _resolve_auto(config: TrainConfig) -> tuple[TrainConfig, list[str]]:
         return dataclasses.replace(config, model=presets.DEFAULT_PRESET), []
     dataset = open_source(config.data, data_dir=config.data_dir, progress=not config.quiet)
     have, classes = dataset.shape, len(dataset.class_names)
-    if have == (28, 28, 1) and [str(n) for n in dataset.class_names] == DIGIT_CLASSES:
+    digits = [str(name) for name in dataset.class_names] == DIGIT_CLASSES
+    if have == (28, 28, 1) and digits and config.input is None:
         note = "model auto: 28x28x1 digits 0-9, so the 'digits' preset and its MNIST recipe"
         return dataclasses.replace(config, model=presets.DEFAULT_PRESET), [note]
     folder = source_folder(config.data) is not None

@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # cnnkit.train imports this module
     from cnnkit.train import Setup
 
 CHECKPOINT_SECONDS = 10.0  # without checkpoint_every, state is saved after ~this much training
+BEST_WEIGHTS = "best.safetensors"  # --patience: the best weights so far, in the state folder
 REPORT_SECONDS = 0.1  # the progress hook is called at most this often (and at each epoch's end)
 
 
@@ -181,6 +182,12 @@ class Trainer:
                 f"nothing to resume (train a new run with more --epochs)"
             )
         runs.truncate_metrics(self.run_dir, self.state.step)
+        best = self.run_dir / runs.STATE_DIR / BEST_WEIGHTS
+        if self.config.patience is not None and best.is_file():
+            from safetensors.torch import load_file
+
+            device = self.parts.device
+            self.best_weights = {k: t.to(device) for k, t in load_file(str(best)).items()}
         self.metrics = runs.read_metrics(self.run_dir)
 
     def train(self, started: float, fresh: bool) -> FitResult:
@@ -309,8 +316,7 @@ class Trainer:
         if state.best_val_acc is None or val_acc > state.best_val_acc:
             state.best_val_acc, state.best_step, state.stale = val_acc, state.step, 0
             if self.config.patience is not None:
-                weights = self.parts.model.state_dict()
-                self.best_weights = {name: t.detach().clone() for name, t in weights.items()}
+                self._keep_best()
         else:
             state.stale += 1
         self._tick()
@@ -321,6 +327,17 @@ class Trainer:
         if self.hooks.on_eval:
             self.hooks.on_eval(record)
         return record
+
+    def _keep_best(self) -> None:
+        """--patience: copy the best weights, and write them beside the resume state, so a
+        resumed run (which replays its steps bitwise) still ends on them."""
+        from safetensors.torch import save
+
+        weights = self.parts.model.state_dict()
+        self.best_weights = {name: t.detach().clone() for name, t in weights.items()}
+        (self.run_dir / runs.STATE_DIR).mkdir(exist_ok=True)
+        host = {name: t.cpu().contiguous() for name, t in self.best_weights.items()}
+        runs.atomic_write_bytes(self.run_dir / runs.STATE_DIR / BEST_WEIGHTS, save(host))
 
     @torch.no_grad()
     def _validate(self) -> tuple[float, float]:
