@@ -223,13 +223,15 @@ def _budget_steps(config: TrainConfig, parts: Parts, devices: list[int], notes: 
             last = now
     step_s = sum(seconds[3:]) / len(seconds[3:])
     most = config.epochs * len(loader)
-    total = max(1, min(most, int(TIME_SHARE * config.time / step_s)))
+    fitting = max(1, min(most, int(TIME_SHARE * config.time / step_s)))
+    total = fitting
     if "time" not in config.given:  # model auto's own budget; a --time given is kept exactly
-        total = max(total, min(most, AUTO_FLOOR_STEPS))
+        total = max(fitting, min(most, AUTO_FLOOR_STEPS))
+    why = "fit" if total == fitting else f"fit, but model auto trains at least {total}"
+    limit = ", the most --epochs allows" if total == most else ""
     notes.append(
-        f"--time {config.time:g}: a step takes {step_s * 1000:.0f} ms here, so {total:,} steps "
-        f"({total / len(loader):.1f} epochs{', the most --epochs allows' if total == most else ''})"
-        f" fit; the one-cycle schedule is sized to them"
+        f"--time {config.time:g}: a step takes {step_s * 1000:.0f} ms here, so {fitting:,} steps "
+        f"{why} ({total / len(loader):.1f} epochs{limit}); the one-cycle schedule is sized to them"
     )
     return total
 
