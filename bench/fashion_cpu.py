@@ -49,8 +49,8 @@ def main() -> None:
     print("\n".join(f"  note: {note}" for note in result.notes))
     print(
         f"fashion-mnist bare ({result.manifest['train_config']['model']}, "
-        f"{torch.get_num_threads()} thread(s)): test acc {summary['final_val_acc']:.2%} "
-        f"(best {summary['best_val_acc']:.2%}), {summary['train_s']:.1f} s of training, "
+        f"{torch.get_num_threads()} thread(s)): test acc {summary['final_val_acc'] or 0:.2%} "
+        f"(best {summary['best_val_acc'] or 0:.2%}), {summary['train_s']:.1f} s of training, "
         f"{summary['steps']} steps ({summary['epochs']:.2f} epochs), "
         f"{summary['images_per_s']} images/s"
     )

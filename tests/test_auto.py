@@ -238,6 +238,9 @@ def test_time_sizes_the_run_and_resume_keeps_its_length(photos: Path, tmp_path: 
     assert 1 <= planned[0] <= 50 * 3  # 28 training images, batch 8: 3 steps an epoch
     result = resume(tmp_path / "run")  # not timed again: the length saved with the state
     assert result.summary["total_steps"] == result.summary["steps"] == planned[0]
+    assert (
+        result.metrics[-1]["step"] == planned[0]
+    )  # the last step is evaluated, in an epoch or not
     notes = fit(dataclasses.replace(config, overwrite=True)).notes
     assert any(re.match(r"--time 3: a step takes \d+ ms here, so [\d,]+ steps", n) for n in notes)
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import safetensors.torch
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -182,12 +183,10 @@ class Trainer:
                 f"nothing to resume (train a new run with more --epochs)"
             )
         runs.truncate_metrics(self.run_dir, self.state.step)
-        best = self.run_dir / runs.STATE_DIR / BEST_WEIGHTS
+        best = self.run_dir / runs.STATE_DIR / BEST_WEIGHTS  # a resumed run replays bitwise
         if self.config.patience is not None and best.is_file():
-            from safetensors.torch import load_file
-
-            device = self.parts.device
-            self.best_weights = {k: t.to(device) for k, t in load_file(str(best)).items()}
+            saved_best = safetensors.torch.load_file(str(best), device=str(self.parts.device))
+            self.best_weights = saved_best
         self.metrics = runs.read_metrics(self.run_dir)
 
     def train(self, started: float, fresh: bool) -> FitResult:
@@ -237,7 +236,8 @@ class Trainer:
         state, config = self.state, self.config
         batch = state.step - epoch * self.steps_per_epoch
         end_of_epoch = batch == self.steps_per_epoch
-        evaluate = batch % self.eval_steps == 0 or end_of_epoch
+        # A run sized by --time may end inside an epoch: its last step is evaluated too.
+        evaluate = batch % self.eval_steps == 0 or end_of_epoch or state.step == self.total
         now = time.perf_counter()
         every = config.checkpoint_every
         save = (
@@ -329,15 +329,12 @@ class Trainer:
         return record
 
     def _keep_best(self) -> None:
-        """--patience: copy the best weights, and write them beside the resume state, so a
-        resumed run (which replays its steps bitwise) still ends on them."""
-        from safetensors.torch import save
-
+        """--patience: copy the best weights, also to the state folder for a resumed run."""
         weights = self.parts.model.state_dict()
         self.best_weights = {name: t.detach().clone() for name, t in weights.items()}
-        (self.run_dir / runs.STATE_DIR).mkdir(exist_ok=True)
         host = {name: t.cpu().contiguous() for name, t in self.best_weights.items()}
-        runs.atomic_write_bytes(self.run_dir / runs.STATE_DIR / BEST_WEIGHTS, save(host))
+        path = self.run_dir / runs.STATE_DIR / BEST_WEIGHTS  # the step-0 checkpoint made it
+        runs.atomic_write_bytes(path, safetensors.torch.save(host))
 
     @torch.no_grad()
     def _validate(self) -> tuple[float, float]:
