@@ -102,7 +102,7 @@ def resume(run: str | os.PathLike, hooks: Hooks | None = None) -> FitResult:
 def _run(config: TrainConfig, hooks: Hooks, resume_from: Path | None) -> FitResult:
     """Prepare the run directory and the data, then train with the torch RNG forked."""
     started = time.perf_counter()
-    created, auto_notes = False, []
+    created, auto_notes = False, list[str]()
     if resume_from is None:
         config, auto_notes = _resolve_auto(config)
         out = Path(config.out or default_out(config))
@@ -223,7 +223,7 @@ def _budget_steps(config: TrainConfig, parts: Parts, devices: list[int], notes: 
             last = now
     step_s = sum(seconds[3:]) / len(seconds[3:])
     most = config.epochs * len(loader)
-    fitting = max(1, min(most, int(TIME_SHARE * config.time / step_s)))
+    fitting = max(1, min(most, int(TIME_SHARE * (config.time or 0) / step_s)))
     total = fitting
     if "time" not in config.given:  # model auto's own budget; a --time given is kept exactly
         total = max(fitting, min(most, AUTO_FLOOR_STEPS))
