@@ -259,7 +259,7 @@ def test_parse_augment(text, expected):
     [
         (
             "rotate=10",
-            r"--augment 'rotate=10': unknown augmentation 'rotate'; use translate=N, flip, crop=N, cutout=N, or none",
+            r"--augment 'rotate=10': unknown augmentation 'rotate'; use translate=N, flip, crop=N, cutout=N, jitter=F, or none",
         ),
         (
             "translate=two",

@@ -33,5 +33,7 @@ def test_folder_training_notes_the_decoding_and_the_skipped_files(tmp_path, caps
     captured = capsys.readouterr()
     out = captured.out + captured.err
     assert code == 0
-    assert "decoded to the model's input 28x28x1 (letterbox" in out
+    # Model auto keeps the colour and makes the 30x20 images square (sqrt(600) -> 28, the least).
+    assert "model auto: auto-28x28x3-c2 for colour images of 30x20" in out
+    assert "decoded to the model's input 28x28x3 (letterbox" in out
     assert "1 file(s) skipped as unreadable (" in out and "broken.png" in out

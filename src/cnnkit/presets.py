@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 
 from cnnkit.errors import SpecError
 from cnnkit.spec import Linear, Spec, check_shape, layer_text, load_text, parse, parse_shape
@@ -40,7 +41,62 @@ PRESETS: dict[str, tuple[str, str]] = {
         "cnnkit's default: a fast modern network for 28x28 digits (batch norm, same padding)",
     ),
 }
+
 DEFAULT_PRESET = "digits"
+
+# ----------------------------------------------------------------------------- the auto family
+# `cnnkit train` without --model, on data that is not MNIST-like, trains `auto-HxWxC-cN`: one
+# stage (conv 3x3 > maxpool 2 > bn > relu, the digits order: pooling before BN/ReLU is cheaper)
+# per halving while the side is >= 8, widths doubling from 32 (from 16 at 48 px and more, which
+# bounds the cost of the full-resolution conv), one more conv at the last resolution, a GAP head.
+AUTO = "auto"
+AUTO_DEFAULT_INPUT = (32, 32, 3)  # `cnnkit plan auto` without --input
+AUTO_DEFAULT_CLASSES = 10  # `cnnkit plan auto` without --classes
+
+
+def auto_notation(shape: tuple[int, int, int], classes: int) -> str:
+    """The auto family's notation for an input (H, W, C) and a class count; deterministic.
+
+    >>> auto_notation((32, 32, 3), 10)[:44]
+    '32x32x3 > conv 32@3x3 same > maxpool 2 > bn '
+    """
+    height, width, channels = shape
+    cap = 128 if classes <= 16 else 256  # many classes: a wider last stage before the head
+    filters = 16 if min(height, width) >= 48 else 32
+    side, layers = min(height, width), []
+    while side >= 8:
+        layers.append(f"conv {filters}@3x3 same > maxpool 2 > bn > relu")
+        side //= 2
+        filters = min(cap, filters * 2)
+    layers.append(f"conv {filters}@3x3 same > bn > relu > gap > fc {classes}")
+    return f"{height}x{width}x{channels} > " + " > ".join(layers)
+
+
+def auto_name(shape: tuple[int, int, int], classes: int) -> str:
+    """'auto-64x64x3-c6': the family member for this input and class count, as a model name."""
+    return f"{AUTO}-{shape[0]}x{shape[1]}x{shape[2]}-c{classes}"
+
+
+def _auto_spec(model: str, input_shape: str | None, classes: int | None) -> Spec | None:
+    """The auto family's spec for 'auto' (with --input/--classes) or 'auto-HxWxC-cN'; else None."""
+    match = re.fullmatch(r"auto-(\d+x\d+x\d+)-c(\d+)", model)
+    if model != AUTO and match is None:
+        return None
+    shape = parse_shape(match.group(1)) if match else AUTO_DEFAULT_INPUT
+    if input_shape is not None:
+        shape = parse_shape(input_shape)
+    if classes is None:
+        classes = int(match.group(2)) if match else AUTO_DEFAULT_CLASSES
+    check_shape(shape, "--input")
+    if classes < 2:
+        raise SpecError(f"--classes must be at least 2 for a classifier, got {classes}")
+    return parse(auto_notation(shape, classes))
+
+
+PRESETS[AUTO] = (
+    auto_notation(AUTO_DEFAULT_INPUT, AUTO_DEFAULT_CLASSES),
+    "cnnkit's family for any data, rebuilt for --input and --classes (auto-HxWxC-cN)",
+)
 
 
 def names() -> list[str]:
@@ -57,7 +113,14 @@ def get(name: str) -> Spec:
 
 
 def resolve(model: str, input_shape: str | None = None, classes: int | None = None) -> Spec:
-    """A preset name, a notation string, or a .yaml/.yml/.json file, with optional overrides."""
+    """A preset name, a notation string, or a .yaml/.yml/.json file, with optional overrides.
+
+    The auto family is rebuilt for the overrides rather than resized: `resolve("auto",
+    "64x64x3", 6)` is `auto_notation((64, 64, 3), 6)`, one stage deeper than at 32x32.
+    """
+    auto = _auto_spec(model, input_shape, classes)
+    if auto is not None:
+        return auto
     spec = _load(model)
     if input_shape is not None:
         spec = with_input(spec, parse_shape(input_shape))

@@ -7,7 +7,6 @@ resume loads whole, so nothing about the run's position lives anywhere else.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import threading
 import time
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import safetensors.torch
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,12 +24,14 @@ from cnnkit import runs
 from cnnkit.errors import CheckpointError, ConfigError
 from cnnkit.plan import Plan, plan
 from cnnkit.render_train import fit_result_line
-from cnnkit.train_config import TrainConfig, learning_rate
+from cnnkit.train_config import TrainConfig, ending_warnings, learning_rate
+from cnnkit.train_state import TrainState, TrainSums
 
 if TYPE_CHECKING:  # cnnkit.train imports this module
     from cnnkit.train import Setup
 
 CHECKPOINT_SECONDS = 10.0  # without checkpoint_every, state is saved after ~this much training
+BEST_WEIGHTS = "best.safetensors"  # --patience: the best weights so far, in the state folder
 REPORT_SECONDS = 0.1  # the progress hook is called at most this often (and at each epoch's end)
 
 
@@ -127,40 +129,6 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 @dataclass
-class TrainSums:
-    """Training figures summed since the last evaluation."""
-
-    loss: float = 0.0  # loss * images
-    correct: float = 0.0  # images classified right
-    count: int = 0  # images
-
-
-@dataclass
-class TrainState:
-    """Where a run is: everything a checkpoint saves besides tensors, saved and loaded whole."""
-
-    step: int = 0  # steps done in all
-    elapsed_s: float = 0.0  # training and evaluating, this run and the runs it resumes
-    sums: TrainSums = field(default_factory=TrainSums)  # since the last evaluation
-    best_val_acc: float | None = None  # the best validation accuracy so far
-    best_step: int | None = None  # the step that reached it
-    saved_step: int = 0  # the step of the last checkpoint, named when the loss diverges
-    stopped: str | None = None  # "done" at the last step, "target" at --target-acc
-    finished: bool = False  # the last checkpoint is the end of training
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, saved: dict[str, Any]) -> TrainState:
-        names = {f.name for f in dataclasses.fields(cls)}
-        state = cls(**{key: value for key, value in saved.items() if key in names})
-        state.sums = TrainSums(**saved["sums"])
-        state.saved_step = state.step  # the checkpoint just loaded
-        return state
-
-
-@dataclass
 class Parts:
     """The objects one fit() trains with, built by `cnnkit.train` in a fixed order (RNG)."""
 
@@ -189,13 +157,16 @@ class Trainer:
         parts: Parts,
         interrupted: threading.Event,
         timing: dict[str, float],  # seconds spent before the loop: "data_s", then "setup_s"
+        total_steps: int | None = None,  # --time: the steps that fit (None: epochs' steps)
     ) -> None:
         self.config, self.hooks, self.run_dir, self.setup = config, hooks, run_dir, setup
         self.parts, self.interrupted, self.timing = parts, interrupted, timing
-        self.state = TrainState()
+        self.state = TrainState(total_steps=total_steps)
         self.metrics: list[dict[str, Any]] = []  # as in metrics.jsonl
         self.steps_per_epoch = len(parts.train_loader)
-        self.total = self.steps_per_epoch * config.epochs
+        self.total = total_steps or self.steps_per_epoch * config.epochs
+        # --patience: a copy of the best weights (on the device), put back when training ends.
+        self.best_weights: dict[str, torch.Tensor] | None = None
         every = config.eval_every or (0.2 if config.target_acc else 1.0)
         self.eval_steps = max(1, round(every * self.steps_per_epoch))
         # One .item() per step costs nothing on the CPU; on CUDA it stalls the queue, so losses
@@ -220,12 +191,17 @@ class Trainer:
         saved = runs.load_state(self.run_dir, self.parts.optimizer, model=self.parts.model)
         runs.restore_rng(saved["tensors"])
         self.state = TrainState.from_dict(saved)
+        self.total = self.state.total_steps or self.total
         if self.state.step >= self.total or self.state.finished:
             raise CheckpointError(
                 f"{self.run_dir} already finished at step {self.state.step} of {self.total}; "
                 f"nothing to resume (train a new run with more --epochs)"
             )
         runs.truncate_metrics(self.run_dir, self.state.step)
+        best = self.run_dir / runs.STATE_DIR / BEST_WEIGHTS  # a resumed run replays bitwise
+        if self.config.patience is not None and best.is_file():
+            saved_best = safetensors.torch.load_file(str(best), device=str(self.parts.device))
+            self.best_weights = saved_best
         self.metrics = runs.read_metrics(self.run_dir)
 
     def train(self, started: float, fresh: bool) -> FitResult:
@@ -275,7 +251,8 @@ class Trainer:
         state, config = self.state, self.config
         batch = state.step - epoch * self.steps_per_epoch
         end_of_epoch = batch == self.steps_per_epoch
-        evaluate = batch % self.eval_steps == 0 or end_of_epoch
+        # A run sized by --time may end inside an epoch: its last step is evaluated too.
+        evaluate = batch % self.eval_steps == 0 or end_of_epoch or state.step == self.total
         now = time.perf_counter()
         every = config.checkpoint_every
         save = (
@@ -293,15 +270,21 @@ class Trainer:
             record = self._evaluate(epoch + batch / self.steps_per_epoch, lr)
             if config.target_acc is not None and record["val_acc"] >= config.target_acc:
                 state.stopped = "target"
+            elif config.patience is not None and state.stale >= config.patience:
+                state.stopped = "patience"
         if state.step == self.total and state.stopped is None:
             state.stopped = "done"
+        if state.stopped is not None and self.best_weights and state.best_step != state.step:
+            # The run's final weights are the best ones: the last checkpoint saves them.
+            self.parts.model.load_state_dict(self.best_weights)
+            state.restored_step = state.best_step
         if save or state.stopped is not None:
             self._tick()
             self._checkpoint(finished=state.stopped is not None)
             self.clock = self.last_save = time.perf_counter()  # saving is not training time
             if self.interrupted.is_set():
                 raise TrainingInterrupted(self.run_dir, state.step)
-        return state.stopped == "target"
+        return state.stopped is not None  # --time sizes runs that end inside an epoch
 
     def _tick(self) -> None:
         """Add the time since `clock` to the state's elapsed seconds and restart the clock."""
@@ -346,7 +329,11 @@ class Trainer:
         }
         state.sums = TrainSums()
         if state.best_val_acc is None or val_acc > state.best_val_acc:
-            state.best_val_acc, state.best_step = val_acc, state.step
+            state.best_val_acc, state.best_step, state.stale = val_acc, state.step, 0
+            if self.config.patience is not None:
+                self._keep_best()
+        else:
+            state.stale += 1
         self._tick()
         record["elapsed_s"] = round(state.elapsed_s, 3)
         self.metrics.append(record)
@@ -358,6 +345,14 @@ class Trainer:
             probe = self.setup.val.images[0]
             self.hooks.on_snapshot(Evaluation(self.run_dir, self.parts.model, record, probe))
         return record
+
+    def _keep_best(self) -> None:
+        """--patience: copy the best weights, also to the state folder for a resumed run."""
+        weights = self.parts.model.state_dict()
+        self.best_weights = {name: t.detach().clone() for name, t in weights.items()}
+        host = {name: t.cpu().contiguous() for name, t in self.best_weights.items()}
+        path = self.run_dir / runs.STATE_DIR / BEST_WEIGHTS  # the step-0 checkpoint made it
+        runs.atomic_write_bytes(path, safetensors.torch.save(host))
 
     @torch.no_grad()
     def _validate(self) -> tuple[float, float]:
@@ -442,9 +437,11 @@ class Trainer:
         """The run's summary figures, as the manifest's "metrics" and FitResult.summary hold them."""
         state, config, setup = self.state, self.config, self.setup
         final = self.metrics[-1] if self.metrics else {}
+        if state.restored_step is not None:  # the best weights were put back (--patience)
+            final = next((m for m in self.metrics if m["step"] == state.best_step), final)
         images = (state.step - self.start_step) * config.batch_size
         seconds = state.elapsed_s - self.start_elapsed
-        return {
+        figures = {
             "steps": state.step,
             "epochs": round(state.step / max(self.steps_per_epoch, 1), 4),
             "best_val_acc": state.best_val_acc,
@@ -461,5 +458,8 @@ class Trainer:
             "precision": self.parts.precision,
             "threads": torch.get_num_threads(),
             "stopped": state.stopped,
+            "restored_step": state.restored_step,
             **self.timing,
         }
+        figures["warnings"] = ending_warnings(figures, len(setup.class_names), config)
+        return figures

@@ -207,7 +207,7 @@ def model_and_source(model: str | None, from_run: str | None) -> tuple[str, str 
             )
         model, from_run = None, model
     if from_run is None:
-        return model or presets.DEFAULT_PRESET, None
+        return model or presets.AUTO, None
     if model is not None:
         raise ConfigError(
             f"--from {from_run} brings its own network; drop --model {model!r} "

@@ -29,8 +29,8 @@ DEMO_EPOCHS = 5  # mnist-mini: measured 99.15% test after 5 epochs, 15 s of trai
 DEMO_SAMPLES = 8  # test digits written as PNG and predicted at the end of the demo
 # Every other TrainConfig field is a `cnnkit train` option, which `--resume` refuses (it takes
 # them from the run itself); --quiet and --threads are options --resume allows; arrays come
-# only from cnnkit.fit.
-_NOT_OPTIONS = ("warmup", "channels_last", "quiet", "threads", "arrays")
+# only from cnnkit.fit; `given` records which options the user chose.
+_NOT_OPTIONS = ("warmup", "channels_last", "quiet", "threads", "arrays", "given")
 
 
 def register(subparsers) -> None:
@@ -56,7 +56,11 @@ def register(subparsers) -> None:
 
 
 def _data_options(add: Any) -> None:
-    add("--model", metavar="MODEL", help="preset, '>' notation or spec file (default: digits)")
+    add(
+        "--model",
+        metavar="MODEL",
+        help="preset, '>' notation or spec file (default: auto, chosen from the data)",
+    )
     add("--data", metavar="SOURCE", help="mnist-mini (default, embedded), mnist, a folder, an .npz")
     add("--data-dir", metavar="DIR", help="where downloaded data sets are kept")
     add("--data-memory", metavar="M", help="auto (default), ram, or disk: batches read from disk")
@@ -71,6 +75,8 @@ def _data_options(add: Any) -> None:
 
 def _recipe_options(add: Any) -> None:
     add("--epochs", type=int, metavar="N", help="passes over the training split")
+    add("--time", type=float, metavar="S", help="train for S seconds (one-cycle sized to fit)")
+    add("--patience", type=int, metavar="N", help="stop after N evaluations without a better val")
     add("--batch-size", type=int, metavar="N", help="images per step")
     add("--lr", type=float, metavar="LR", help="peak learning rate")
     add("--optimizer", metavar="NAME", help=f"one of {', '.join(OPTIMIZERS)}")
@@ -185,6 +191,8 @@ def _train(start: Any, args: argparse.Namespace) -> int:
     finally:
         printer.end_bar()
     printer.text(render_train.summary(result))
+    for warning in result.summary.get("warnings") or []:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     if printer.server is not None:  # the explorer stays up on the trained model until Ctrl-C
         printer.text(f"training finished; the explorer stays at {printer.url} until Ctrl-C")
         with contextlib.suppress(KeyboardInterrupt):

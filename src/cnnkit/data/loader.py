@@ -94,11 +94,16 @@ class Draws:
     left: torch.Tensor  # (B,) first column
     flip: torch.Tensor | None  # (B,) bool, or None without flips
     centre: torch.Tensor | None  # (2, B) cutout centres in [0, 1), or None without cutout
+    jitter: torch.Tensor | None = None  # (2, B) contrast and brightness draws in [-1, 1)
 
     def shard(self, start: int, stop: int) -> Draws:
         pick = lambda t: None if t is None else t[..., start:stop]  # noqa: E731
         return Draws(
-            self.top[start:stop], self.left[start:stop], pick(self.flip), pick(self.centre)
+            self.top[start:stop],
+            self.left[start:stop],
+            pick(self.flip),
+            pick(self.centre),
+            pick(self.jitter),
         )
 
 
@@ -244,7 +249,7 @@ class DeviceLoader:
         return self.gather(rows, self.draws(len(rows), generator))
 
     def draws(self, batch: int, generator: torch.Generator | None) -> Draws:
-        """The random choices for `batch` samples, in a fixed order: shifts, flips, cutouts."""
+        """The random choices for `batch` samples, in a fixed order: shifts, flips, cutouts, jitter."""
         device, pad, augment = self.device, self.pad, self.augment
         top = left = torch.full((batch,), pad, device=device)
         if generator is None:
@@ -258,7 +263,10 @@ class DeviceLoader:
             flip = torch.rand(batch, generator=generator, device=device) < 0.5  # (B,)
         if augment.cutout:
             centre = torch.rand(2, batch, generator=generator, device=device)  # (2, B)
-        return Draws(top, left, flip, centre)
+        shade = None
+        if augment.jitter:  # drawn last, so the draws of the other augmentations are unchanged
+            shade = torch.rand(2, batch, generator=generator, device=device) * 2 - 1  # (2, B)
+        return Draws(top, left, flip, centre, shade)
 
     def gather(self, rows: torch.Tensor, draws: Draws) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch at `rows` (B,), augmented by `draws`: from the device store, or read from the
@@ -304,6 +312,8 @@ class DeviceLoader:
         x = normalise(x, self.scale, self.bias)  # (B, H, W, C)
         if draws.centre is not None:
             x = cutout(x, self.augment.cutout, draws.centre)
+        if draws.jitter is not None:
+            x = jitter(x, self.augment.jitter, draws.jitter)
         x = x.permute(0, 3, 1, 2)  # (B, C, H, W), a view whose strides already are channels_last
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         return x.to(dtype=self.dtype, memory_format=fmt)
@@ -327,3 +337,11 @@ def cutout(x: torch.Tensor, size: int, centre: torch.Tensor) -> torch.Tensor:
     cols = torch.arange(width, device=x.device) - left[:, None]  # (B, W)
     inside = ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]
     return x.masked_fill_(inside[..., None], 0.0)
+
+
+def jitter(x: torch.Tensor, amount: float, draws: torch.Tensor) -> torch.Tensor:
+    """Per image (B, H, W, C): contrast about its mean by 1 ± amount, brightness ± amount;
+    `draws` (2, B) in [-1, 1), one pair per image."""
+    draws = draws[:, :, None, None, None]  # (2, B, 1, 1, 1)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
+    return x.sub_(mean).mul_(1 + amount * draws[0]).add_(mean + amount * draws[1])
