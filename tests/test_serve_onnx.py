@@ -240,3 +240,37 @@ def test_a_missing_module_of_another_package_is_not_turned_into_the_extra(monkey
     monkeypatch.setattr("cnnkit.cli.plan_cmds.run_plan", handler)
     with pytest.raises(ModuleNotFoundError, match="nothing_here"):
         main(["plan", "lenet5"])
+
+
+# ----------------------------------------------------------------------------- the page
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_page_shows_the_prediction_and_what_the_views_need(exported, browser, tmp_path):
+    """Last in the module: the browser fixture holds an event loop until the module ends."""
+    from serve_helpers import live_server
+    from test_serve_browser import PageWatch
+
+    run, path = exported
+    image = pixels((12, 12, 3), seed=7)
+    upload = tmp_path / "image.png"
+    upload.write_bytes(png_bytes(image))
+    best = expected_top(run, image)[0][0]
+    with live_server(create_app(path)) as url:
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        watch = PageWatch(page)
+        page.goto(url)
+        page.wait_for_selector("#status:has-text('Give the model')")
+        assert "3 classes" in page.locator("#model-totals").inner_text()
+        page.set_input_files("#file", str(upload))
+        page.wait_for_selector(f"#bars li.best[data-label='{best}']")
+        assert "pip install 'cnnkit[full]'" in page.locator("#overview").inner_text()
+        assert page.locator("#status").inner_text().startswith(f"Predicted {best} ")
+        page.close()
+    # The one 501 is the page asking for the maps (Chromium logs it too); nothing else failed.
+    assert watch.problems == [
+        f"501: {url}/api/activations?format=array&k=5",
+        "console: Failed to load resource: the server responded with a status of 501 "
+        "(Not Implemented)",
+    ], watch.problems
