@@ -2,12 +2,15 @@
 
     .venv/bin/python bench/serve_load.py                       # trains a LeNet-5 run first
     .venv/bin/python bench/serve_load.py --run runs/lenet --requests 2000
+    .venv/bin/python bench/serve_load.py --run runs/lenet --onnx   # also its .onnx, same client
 
 Starts `cnnkit serve RUN --port 0` as a subprocess, then drives POST /api/predict (raw PNG body,
 one MNIST digit) from a bounded asyncio client: N keep-alive connections on 127.0.0.1, each
 sending its next request when the last answer arrives. The client is a minimal HTTP/1.1 writer
 and reader on asyncio streams, so that its own cost on these 2 cores stays small next to the
 server's. Reports p50/p99 latency, req/s, errors and the server's RSS growth (from /proc).
+With --onnx, `cnnkit serve RUN.onnx` (ONNX Runtime, no torch; exported from the run unless a
+file is given) is measured the same way in the same run, one server after the other.
 """
 
 from __future__ import annotations
@@ -107,19 +110,16 @@ def digit_png() -> bytes:
     return buffer.getvalue()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", help="run directory (default: train LeNet-5 on mnist-mini first)")
-    parser.add_argument("--requests", type=int, default=2000, help="requests per concurrency level")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
-    parser.add_argument("--warmup", type=int, default=200)
-    args = parser.parse_args()
+def export_run(run: Path, folder: Path) -> Path:
+    from cnnkit.export import export_onnx
 
-    folder = Path(tempfile.mkdtemp(prefix="cnnkit-bench-"))
-    run = Path(args.run) if args.run else train_run(folder)
-    body = digit_png()
+    return export_onnx(run, folder / "model.onnx").path
+
+
+def measure(target: Path, body: bytes, args: argparse.Namespace) -> dict:
+    """Serve `target` (a run or an .onnx) on a free port and drive it: rows and RSS growth."""
     server = subprocess.Popen(
-        [sys.executable, "-m", "cnnkit", "serve", str(run), "--port", "0"],
+        [sys.executable, "-m", "cnnkit", "serve", str(target), "--port", "0"],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -136,20 +136,51 @@ def main() -> int:
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=20)
+    return {"results": results, "rss_start": rss_start, "rss_end": rss_end}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", help="run directory (default: train LeNet-5 on mnist-mini first)")
+    parser.add_argument("--requests", type=int, default=2000, help="requests per concurrency level")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument(
+        "--onnx",
+        nargs="?",
+        const="",
+        metavar="FILE",
+        help="also serve the run as ONNX: FILE, or the run exported now (needs cnnkit[export])",
+    )
+    args = parser.parse_args()
+
+    folder = Path(tempfile.mkdtemp(prefix="cnnkit-bench-"))
+    run = Path(args.run) if args.run else train_run(folder)
+    targets = {"run": run}
+    if args.onnx is not None:
+        targets["onnx"] = Path(args.onnx) if args.onnx else export_run(run, folder)
+    body = digit_png()
+    measured = {name: measure(target, body, args) for name, target in targets.items()}
 
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     )
-    print(
-        f"server RSS: {rss_start:.1f} MB after warm-up -> {rss_end:.1f} MB ({rss_end - rss_start:+.1f} MB)"
-    )
-    print("| concurrency | requests | errors | p50 ms | p99 ms | req/s |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    for r in results:
+    for name, m in measured.items():
         print(
-            f"| {r['concurrency']} | {r['requests']} | {r['errors']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['req_s']:.0f} |"
+            f"server RSS ({name}: cnnkit serve {targets[name]}): {m['rss_start']:.1f} MB after "
+            f"warm-up -> {m['rss_end']:.1f} MB ({m['rss_end'] - m['rss_start']:+.1f} MB)"
         )
-    failed = any(r["errors"] for r in results) or rss_end - rss_start >= 50
+    print("| server | concurrency | requests | errors | p50 ms | p99 ms | req/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, m in measured.items():
+        for r in m["results"]:
+            print(
+                f"| {name} | {r['concurrency']} | {r['requests']} | {r['errors']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['req_s']:.0f} |"
+            )
+    failed = any(
+        any(r["errors"] for r in m["results"]) or m["rss_end"] - m["rss_start"] >= 50
+        for m in measured.values()
+    )
     return 1 if failed else 0
 
 

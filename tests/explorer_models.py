@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from test_serve_helpers import digit_png
 
 from cnnkit.network import build
 from cnnkit.presets import resolve
 from cnnkit.runs import make_manifest, save_model
+from serve_helpers import digit_png
 
 WIDE = (
     "64x64x3 > conv 64@3x3 same > relu > conv 64@3x3 same > relu > maxpool 2"

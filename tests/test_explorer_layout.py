@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 from matplotlib import colormaps
 from PIL import Image
-from test_serve_helpers import REPO, live_server
 
 from cnnkit.serve.app import create_app
 from explorer_models import MODELS, untrained_run, upload_for
+from serve_helpers import REPO, live_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

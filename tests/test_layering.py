@@ -71,7 +71,10 @@ def test_ruff_finds_nothing():
 
 
 # The torch-free runtime (`pip install cnnkit[runtime]`): these must import without torch.
-TORCH_FREE = ["cnnkit.preprocess", "cnnkit.onnx_runtime", "cnnkit.data.images", "cnnkit.cli"]
+TORCH_FREE = [
+    "cnnkit.preprocess", "cnnkit.onnx_runtime", "cnnkit.data.images", "cnnkit.cli",
+    "cnnkit.inspect.predictor", "cnnkit.serve.app", "cnnkit.serve.server",
+]  # fmt: skip
 
 
 def test_the_onnx_runtime_path_imports_no_torch():

@@ -13,7 +13,8 @@ import sys
 import time
 
 import pytest
-from test_serve_helpers import REPO
+
+from serve_helpers import REPO
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -3,6 +3,8 @@
 Each command group lives in its own module with a `register(subparsers)` function; handlers
 import torch and other heavy modules inside themselves, so `cnnkit plan` stays instant.
 A CnnkitError becomes one line on stderr and exit code 2; `--debug` shows the traceback instead.
+So does a missing torch, safetensors or matplotlib: `cnnkit[runtime]` installs none of them,
+and every command but the .onnx ones needs them (`MissingExtraError` names the `full` extra).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cnnkit.errors import CnnkitError
+from cnnkit.errors import CnnkitError, MissingExtraError
 
 # Order is the order of `cnnkit --help`.
 _GROUPS = (
@@ -24,6 +26,11 @@ _GROUPS = (
     "export_cmds",
     "serve_cmds",
 )
+
+
+# The base install (and `cnnkit[runtime]`) leaves these out; the `full` extra brings them.
+FULL_PACKAGES = ("torch", "safetensors", "matplotlib")
+FULL_EXTRA = "pip install 'cnnkit[full]'"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.handler(args) or 0)
+        return _run(args)
     except CnnkitError as error:
         if debug:
             raise
@@ -78,6 +85,20 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print("cnnkit: interrupted", file=sys.stderr)
         return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command's exit code; a missing package of the `full` extra becomes MissingExtraError."""
+    try:
+        return int(args.handler(args) or 0)
+    except ModuleNotFoundError as error:
+        package = (error.name or "").split(".")[0]
+        if package not in FULL_PACKAGES:
+            raise
+        raise MissingExtraError(
+            f"'cnnkit {args.command}' needs {package}, which is not installed (without the full "
+            f"extra, only .onnx models predict and serve); run {FULL_EXTRA}"
+        ) from error
 
 
 if __name__ == "__main__":  # pragma: no cover

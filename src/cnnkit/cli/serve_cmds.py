@@ -3,6 +3,7 @@
     cnnkit serve runs/lenet                 # http://127.0.0.1:8000, until Ctrl-C
     cnnkit serve runs/lenet --port 0        # a free port, printed
     cnnkit serve runs/lenet --host 0.0.0.0 --token-file secret.txt
+    cnnkit serve runs/lenet/model.onnx      # the prediction API through ONNX Runtime, no torch
 
 Binding anything but loopback needs a token: a model server reachable from the network
 without one is refused at start, not discovered later.
@@ -14,6 +15,7 @@ import argparse
 import re
 from pathlib import Path
 
+from cnnkit.cli.use_cmds import add_foreign_onnx_arguments, only_for_onnx
 from cnnkit.errors import ConfigError
 
 MIN_TOKEN_CHARS = 16  # a guessable token is no protection; `secrets.token_urlsafe(32)` gives 43
@@ -26,7 +28,11 @@ def register(subparsers) -> None:
         help="explore a trained model in the browser, with a prediction API",
         description=__doc__.splitlines()[0],
     )
-    parser.add_argument("run", help="run directory from `cnnkit train --out`")
+    parser.add_argument(
+        "run",
+        help="run directory from `cnnkit train --out`, or an .onnx model (predictions only, no torch)",
+    )
+    add_foreign_onnx_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument(
         "--port", type=int, default=8000, help="port; 0 picks a free one (default 8000)"
@@ -65,7 +71,7 @@ def register(subparsers) -> None:
         "--threads",
         type=int,
         default=1,
-        help="torch threads for inference (default 1: the other core serves HTTP)",
+        help="torch (or ONNX Runtime) threads for inference (default 1: the other core serves HTTP)",
     )
     parser.set_defaults(handler=_serve)
 
@@ -94,6 +100,7 @@ def read_token(path: str) -> str:
 
 def _serve(args: argparse.Namespace) -> int:
     from cnnkit.data.images import DEFAULT_MAX_PIXELS
+    from cnnkit.onnx_runtime import is_onnx_path
     from cnnkit.serve.security import is_loopback
     from cnnkit.serve.server import serve
 
@@ -106,6 +113,8 @@ def _serve(args: argparse.Namespace) -> int:
     if args.max_connections < 1:
         raise ConfigError(f"--max-connections {args.max_connections} must be at least 1, e.g. 1000")
     max_upload = parse_size(args.max_upload)
+    if not is_onnx_path(args.run):
+        only_for_onnx(args)
     if not is_loopback(args.host) and not args.token_file:
         raise ConfigError(
             f"--host {args.host} is reachable from other machines; add --token-file FILE with a "
@@ -122,4 +131,6 @@ def _serve(args: argparse.Namespace) -> int:
         device=args.device,
         threads=args.threads,
         max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+        input_shape=args.input,
+        class_names=args.classes,
     )

@@ -55,8 +55,7 @@ def register(subparsers) -> None:
         "run", help="the run directory ('cnnkit train --out DIR') or an .onnx model (no torch)"
     )
     predict.add_argument("files", nargs="+", metavar="FILE_OR_FOLDER", help="images or folders")
-    for flag, text in (("--input", "HxWxC, e.g. 28x28x1"), ("--classes", "a,b,c or a file")):
-        predict.add_argument(flag, help=f"{text}: for an .onnx model not made by 'cnnkit export'")
+    add_foreign_onnx_arguments(predict)
     predict.add_argument(
         "--top-k", type=int, default=5, metavar="K", help="classes to show per image (default 5)"
     )
@@ -69,6 +68,12 @@ def register(subparsers) -> None:
     )
     _common(predict, batch_size=256)
     predict.set_defaults(handler=run_predict)
+
+
+def add_foreign_onnx_arguments(parser: argparse.ArgumentParser) -> None:
+    """--input and --classes, for an .onnx model without cnnkit's metadata (predict, serve)."""
+    for flag, text in (("--input", "HxWxC, e.g. 28x28x1"), ("--classes", "a,b,c or a file")):
+        parser.add_argument(flag, help=f"{text}: for an .onnx model not made by 'cnnkit export'")
 
 
 def _common(parser: argparse.ArgumentParser, batch_size: int) -> None:
@@ -157,7 +162,7 @@ def run_predict(args: argparse.Namespace) -> int:
         from cnnkit.devices import use_threads
         from cnnkit.predict import load
 
-        _only_for_onnx(args)
+        only_for_onnx(args)
         use_threads(args.threads)
         classifier = load(args.run, device=_device(args.device))
     classifier.max_pixels = max_pixels
@@ -178,7 +183,8 @@ def run_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _only_for_onnx(args: argparse.Namespace) -> None:
+def only_for_onnx(args: argparse.Namespace) -> None:
+    """ConfigError when --input or --classes is given for a run directory (predict, serve)."""
     from cnnkit.errors import ConfigError
 
     if args.input is not None or args.classes is not None:

@@ -6,13 +6,12 @@
 
 Every method takes fitted pixels and returns arrays or small dataclasses; `cnnkit.serve` turns
 them into JSON. A request the model cannot answer (a layer that is not a conv, a position outside
-the layer) raises ConfigError with a message that names the parameter.
+the layer) raises ConfigError with a message that names the parameter. Predictions and top-k are
+`Predictor`'s (cnnkit.inspect.predictor), which alone serves an ONNX model.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,9 +23,10 @@ from cnnkit import explain, reference
 from cnnkit.devices import use_threads  # noqa: F401  (its home is devices; serve imports it here)
 from cnnkit.errors import ConfigError
 from cnnkit.inspect.gradcam import GradCam, gradcam
+from cnnkit.inspect.predictor import Predictor
 from cnnkit.inspect.receptive import input_box
 from cnnkit.inspect.views import capture, conv_names, model_plan
-from cnnkit.plan import LayerPlan
+from cnnkit.plan import LayerPlan, Plan
 from cnnkit.predict import Classifier
 
 MAX_TILE = 64  # feature maps larger than this (per side) are averaged down for the page
@@ -97,32 +97,16 @@ class ConvStep:
         }
 
 
-class Explorer:
+class Explorer(Predictor):
     """A loaded Classifier and everything the page computes from it; safe to share by threads."""
 
+    views = True
+    plan: Plan  # always: a cnnkit model carries its plan
+
     def __init__(self, classifier: Classifier) -> None:
-        self.classifier = classifier
         self.model = classifier.model.eval()
-        self.plan = model_plan(self.model)
+        super().__init__(classifier, model_plan(self.model))
         self.conv_names = tuple(conv_names(self.model))
-        # One forward at a time: the views' hooks live on the shared modules, so a predict
-        # batch running beside a Grad-CAM would fire them.
-        self.lock = threading.Lock()
-
-    # --------------------------------------------------------------- prediction
-
-    def predict_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Fitted uint8 images (H, W, C) -> each one's probabilities (classes,) float64."""
-        with self.lock:
-            log_probs = self.classifier.log_probabilities(np.stack(images))  # (B, classes)
-        return list(np.exp(log_probs))
-
-    def top(self, probs: np.ndarray, k: int) -> list[dict[str, Any]]:
-        """The k likeliest classes as {"index", "label", "probability"}, likeliest first."""
-        # Stable sort of -p, as Classifier.predict: equal probabilities keep class order.
-        order = np.argsort(-probs, kind="stable")[: min(k, len(probs))]
-        names = self.classifier.class_names
-        return [{"index": int(c), "label": names[c], "probability": float(probs[c])} for c in order]
 
     # --------------------------------------------------------------- views
 

@@ -1,6 +1,7 @@
 """The explorer's HTTP app: one trained run, a JSON API, and the static page that draws it.
 
     app = create_app("runs/lenet")      # the run is loaded once; no endpoint loads another
+    app = create_app("model.onnx")      # predictions only, through ONNX Runtime: no torch
     uvicorn.run(app, host="127.0.0.1", port=8000)
 
 Endpoints (every body in and out is bounded; every error is `{"error": "..."}`):
@@ -11,11 +12,14 @@ Endpoints (every body in and out is bounded; every error is `{"error": "..."}`):
   POST /api/gradcam        Grad-CAM and saliency of a class, for an upload or an image id
   GET  /api/conv-step      the patch, filter, products and sum behind one conv activation
   GET  /healthz, /openapi.json, / (the page), /static/{name}
+An .onnx model has no layers to look into: activations, gradcam and conv-step answer 501 with
+what to install and serve instead (`cnnkit.inspect.predictor`).
 An image declaring more than `max_pixels` gets 413 from its header alone; header size, header
 time and open connections are bounded below the app (`cnnkit.serve.limits`).
 Uploaded images are never written anywhere: the fitted pixels of the last few live in a
 bounded LRU keyed by a random id, which the page sends back for conv-step and Grad-CAM.
-Routes only translate: `service` reads and encodes, `cnnkit.inspect.explorer` computes.
+Routes only translate: `service` reads and encodes, `cnnkit.inspect.explorer` computes (torch,
+imported only for a run directory).
 """
 
 from __future__ import annotations
@@ -35,9 +39,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from cnnkit.data.images import DEFAULT_MAX_PIXELS
-from cnnkit.inspect.explorer import Explorer
-from cnnkit.predict import Classifier, load
-from cnnkit.serve.live import add_live_routes
+from cnnkit.inspect.predictor import Predictor, model_side, views_unavailable
+from cnnkit.onnx_runtime import load
 from cnnkit.serve.schemas import (
     BATCH_BODY,
     ERRORS,
@@ -72,7 +75,7 @@ _PAGE_HEADERS = {
 
 
 def create_app(
-    run: str | os.PathLike | Classifier,
+    run: str | os.PathLike | Any,
     *,
     token: str | None = None,
     hostnames: Iterable[str] = LOOPBACK_NAMES,
@@ -82,7 +85,8 @@ def create_app(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     device: str = "cpu",
 ) -> FastAPI:
-    """The ASGI app serving `run` (a run directory or a loaded Classifier), fixed for its life.
+    """The ASGI app serving `run` (a run directory, an .onnx file, or a loaded Classifier or
+    OnnxClassifier), fixed for its life.
 
     Args:
         token: when given, every /api request needs `Authorization: Bearer <token>`.
@@ -92,9 +96,9 @@ def create_app(
         max_wait: seconds the micro-batcher keeps gathering after a first request.
         max_pixels: images declaring more pixels get 413, decided from the header alone.
     """
-    classifier = run if isinstance(run, Classifier) else load(run, device=device)
+    classifier = load(run, device=device) if isinstance(run, (str, os.PathLike)) else run
     service = Service(
-        Explorer(classifier), max_images=max_images, max_wait=max_wait, max_pixels=max_pixels
+        model_side(classifier), max_images=max_images, max_wait=max_wait, max_pixels=max_pixels
     )
 
     @asynccontextmanager
@@ -118,9 +122,15 @@ def create_app(
     app.add_middleware(HostOriginGuard, hostnames=hostnames)
     _add_error_handlers(app)
     _add_prediction_routes(app, service, _model_info(service.explorer))
-    _add_view_routes(app, service)
-    _add_conv_step_route(app, service)
-    add_live_routes(app, service, None if isinstance(run, Classifier) else run, device)
+    if service.explorer.views:
+        _add_view_routes(app, service)
+        _add_conv_step_route(app, service)
+        # Imported here: live views need torch, which `cnnkit serve model.onnx` must not import.
+        from cnnkit.serve.live import add_live_routes
+
+        add_live_routes(app, service, run if isinstance(run, (str, os.PathLike)) else None, device)
+    else:
+        _add_unavailable_view_routes(app)
     _add_page_routes(app, _static_files())
     return app
 
@@ -160,11 +170,11 @@ def _add_error_handlers(app: FastAPI) -> None:
 # ----------------------------------------------------------------------------- routes
 
 
-def _model_info(explorer: Explorer) -> dict[str, Any]:
+def _model_info(explorer: Predictor) -> dict[str, Any]:
     """The /api/model document: fixed for the app's life, so built once."""
-    classifier, manifest = explorer.classifier, explorer.classifier.manifest
+    classifier, manifest, plan = explorer.classifier, explorer.classifier.manifest, explorer.plan
     return {
-        "notation": str(manifest.get("notation", explorer.plan.spec)),
+        "notation": str(manifest.get("notation") or (plan.spec if plan is not None else "")),
         "classes": list(classifier.class_names),
         "input_shape": list(classifier.input_shape),
         "preprocessing": {
@@ -172,7 +182,7 @@ def _model_info(explorer: Explorer) -> dict[str, Any]:
             for key in ("channels", "resize", "mean", "std")
             if key in manifest["preprocessing"]
         },
-        "plan": explorer.plan.to_dict(),
+        "plan": plan.to_dict() if plan is not None else None,
         # Only top-level numbers: the manifest's other entries may name files on this machine.
         "metrics": {
             key: float(value)
@@ -275,7 +285,7 @@ def _add_view_routes(app: FastAPI, service: Service) -> None:
 def _add_conv_step_route(app: FastAPI, service: Service) -> None:
     # The conv layers' names as an enum: the OpenAPI document lists them, clients and fuzzers
     # pick real ones, and any other name is a 422 that names the choices.
-    explorer = service.explorer
+    explorer = service.views("/api/conv-step")
     names = explorer.conv_names
     ConvLayer = Literal[names] if names else str
     # The largest valid (y, x, channel) over the conv layers; each layer's own range is checked
@@ -299,6 +309,23 @@ def _add_conv_step_route(app: FastAPI, service: Service) -> None:
     # Annotations are strings here (PEP 563), and ConvLayer is local: give FastAPI the type itself.
     conv_step.__annotations__["layer"] = ConvLayer
     app.get("/api/conv-step", response_model=ConvStep, responses=ERRORS)(conv_step)
+
+
+def _add_unavailable_view_routes(app: FastAPI) -> None:
+    """The views' paths for a model without layers (ONNX): 501 and what to do instead, before
+    any parameter or body is read, so the answer is the same whatever the page sends."""
+
+    async def unavailable(request: Request) -> Response:
+        return _error_response(501, views_unavailable(request.url.path))
+
+    for method, path in (
+        ("POST", "/api/activations"),
+        ("POST", "/api/gradcam"),
+        ("GET", "/api/conv-step"),
+    ):
+        app.add_api_route(
+            path, unavailable, methods=[method], responses={501: ERRORS[501]}, response_model=None
+        )
 
 
 # ----------------------------------------------------------------------------- the page

@@ -40,7 +40,10 @@ class ModelInfo(BaseModel):
     classes: list[str]
     input_shape: list[int] = Field(description="(H, W, C)")
     preprocessing: dict[str, Any]
-    plan: dict[str, Any] = Field(description="cnnkit.plan.Plan.to_dict(): layers, shapes, params")
+    plan: dict[str, Any] | None = Field(
+        description="cnnkit.plan.Plan.to_dict(): layers, shapes, params; null for an ONNX model "
+        "that cnnkit did not export"
+    )
     metrics: dict[str, float]
 
 
@@ -136,6 +139,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         415: "not a PNG, JPEG, BMP, GIF or WebP image",
         422: "invalid parameter or undecodable image",
         500: "internal error",
+        501: "a view that needs the network's layers, asked of an .onnx model",
         503: "too many requests waiting",
     }.items()
 }

@@ -27,28 +27,28 @@ def serve(
     max_connections: int = MAX_CONNECTIONS,
     device: str = "cpu",
     threads: int = 1,
+    input_shape: str | None = None,
+    class_names: str | None = None,
 ) -> int:
-    """Load `run`, print its URL once the port listens, and serve until Ctrl-C; returns 0.
+    """Load `run` (a run directory or an .onnx file), print its URL once the port listens, and
+    serve until Ctrl-C; returns 0. `input_shape` and `class_names`: for an .onnx file that
+    cnnkit did not export, as `cnnkit predict` takes them.
 
     Raises ConfigError for a device that cannot run here or a port that cannot be bound, before
     anything is printed.
     """
     import uvicorn
 
-    from cnnkit.devices import resolve_device
-    from cnnkit.inspect.explorer import use_threads
     from cnnkit.serve.app import create_app
     from cnnkit.serve.security import allowed_hostnames
 
-    resolved = resolve_device(device)  # before loading: a bad device is one line, exit 2
-    use_threads(threads)
+    classifier = load_model(run, device, threads, input_shape, class_names)
     app = create_app(
-        run,
+        classifier,
         token=token,
         hostnames=allowed_hostnames(host, list(allow_hosts)),
         max_upload=max_upload,
         max_pixels=max_pixels,
-        device=str(resolved),
     )
     # Bind first, so that --port 0 has a real port to print before serving starts.
     sock = listen(host, port)
@@ -65,6 +65,28 @@ def serve(
         uvicorn.Server(config).run(sockets=[sock])
     print("stopped", flush=True)
     return 0
+
+
+def load_model(
+    run: str, device: str, threads: int, input_shape: str | None, class_names: str | None
+) -> Any:
+    """An .onnx file on ONNX Runtime's CPU with `threads` (no torch), or a run on `device`."""
+    from cnnkit.onnx_runtime import is_onnx_path, load_onnx
+
+    if is_onnx_path(run):
+        if device != "cpu":
+            raise ConfigError(
+                f"--device {device}: an .onnx model is served by ONNX Runtime on the CPU; "
+                f"leave --device out, or serve the run directory"
+            )
+        return load_onnx(run, input_shape, class_names, threads=threads)
+    from cnnkit.devices import resolve_device
+    from cnnkit.inspect.explorer import use_threads
+    from cnnkit.predict import load
+
+    resolved = resolve_device(device)  # before loading: a bad device is one line, exit 2
+    use_threads(threads)
+    return load(run, device=resolved)
 
 
 def server_config(app: Any, *, max_connections: int = MAX_CONNECTIONS) -> Any:

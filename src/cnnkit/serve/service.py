@@ -19,7 +19,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from fastapi import Request
@@ -30,12 +30,13 @@ from starlette.exceptions import HTTPException
 from cnnkit.data.images import ALLOWED_FORMATS, DEFAULT_MAX_PIXELS, open_image
 from cnnkit.errors import CnnkitError, ImageTooLarge
 from cnnkit.inspect.draw import sequential
-from cnnkit.inspect.explorer import Explorer, LayerMaps
 from cnnkit.inspect.overlay import heat_colours, overlay
+from cnnkit.inspect.predictor import Predictor, views_unavailable
 from cnnkit.preprocess import fit_noted
 from cnnkit.serve.batching import MicroBatcher, Overloaded
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch: imported by the app only for a run directory, never for an .onnx
+    from cnnkit.inspect.explorer import Explorer, LayerMaps
     from cnnkit.predict import Classifier
 
 MAX_BATCH_FILES = 64  # files in one /api/predict/batch request
@@ -177,11 +178,12 @@ class ImageStore:
 
 
 class Service:
-    """The served Explorer, the held uploads, the decoder and the prediction batcher; one per app."""
+    """The served Explorer (or Predictor, for an .onnx model), the held uploads, the decoder and
+    the prediction batcher; one per app."""
 
     def __init__(
         self,
-        explorer: Explorer,
+        explorer: Predictor,
         max_images: int = 32,
         max_wait: float = 0.0,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -248,9 +250,15 @@ class Service:
 
     # --------------------------------------------------------------- explorer views
 
+    def views(self, view: str) -> Explorer:
+        """The Explorer behind the views; 501 for a model without layers (an .onnx file)."""
+        if not self.explorer.views:
+            raise HTTPException(501, views_unavailable(view))
+        return cast("Explorer", self.explorer)
+
     def activations(self, pixels: np.ndarray, fmt: str, k: int) -> dict[str, Any]:
         with user_errors():
-            result = self.explorer.activations(pixels)
+            result = self.views("/api/activations").activations(pixels)
         return {
             "image": self.images.add(pixels),
             "input_png": png(pixels),
@@ -260,7 +268,7 @@ class Service:
 
     def gradcam(self, key: str, pixels: np.ndarray, target: int | None) -> dict[str, Any]:
         with user_errors():
-            result = self.explorer.gradcam(pixels, target)
+            result = self.views("/api/gradcam").gradcam(pixels, target)
         return {
             "image": key,
             "layer": result.layer,
@@ -279,7 +287,7 @@ class Service:
         self, key: str, pixels: np.ndarray, name: str, channel: int, y: int, x: int
     ) -> dict[str, Any]:
         with user_errors():
-            step = self.explorer.conv_step(pixels, name, channel, y, x)
+            step = self.views("/api/conv-step").conv_step(pixels, name, channel, y, x)
         return {"image": key, **step.to_dict()}
 
 

@@ -28,9 +28,10 @@ async function loadModel() {
   const model = await api("/api/model");
   state.model = model;
   $("model-notation").textContent = model.notation;
-  const totals = model.plan.totals;
-  $("model-totals").textContent =
-    `${fmt.format(totals.params)} params · ${fmt.format(totals.macs)} MACs · ${model.classes.length} classes`;
+  const totals = model.plan?.totals; // null for an .onnx model cnnkit did not export
+  $("model-totals").textContent = totals
+    ? `${fmt.format(totals.params)} params · ${fmt.format(totals.macs)} MACs · ${model.classes.length} classes`
+    : `${model.classes.length} classes`;
   const [h, w, c] = model.input_shape;
   $("seen-caption").textContent = `what the model sees: ${h}×${w}×${c}`;
   if (c === 1) setupDrawing();
@@ -93,9 +94,28 @@ async function analyse(blob) {
     if (selected) selectMap(selected.layer, selected.channel, false);
     await updateGradcam();
   } catch (error) {
-    if (request === state.request) clearResult(error.message, true);
+    if (request !== state.request) return;
+    // 501: an .onnx model, which answers predictions only; the message says what to serve instead.
+    if (error.status === 501) await predictOnly(blob, error.message, request);
+    else clearResult(error.message, true);
   } finally {
     if (request === state.request) setBusy(false);
+  }
+}
+
+async function predictOnly(blob, note, request) {
+  try {
+    const classes = state.model.classes.length;
+    const result = await postImage(`/api/predict?k=${Math.min(1000, Math.max(TOP, classes))}`, blob);
+    if (request !== state.request) return;
+    clearResult(note, false);
+    showScores(result.top, classes);
+    $("overview").replaceChildren(el("p", { class: "empty" }, note));
+    $("cam-note").textContent = note;
+    const best = result.top[0];
+    setStatus(`Predicted ${best.label} (${(100 * best.probability).toFixed(1)}%).`);
+  } catch (error) {
+    if (request === state.request) clearResult(error.message, true);
   }
 }
 
