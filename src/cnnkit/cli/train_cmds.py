@@ -70,6 +70,7 @@ def register(subparsers) -> None:
     add("--out", metavar="DIR", help="the run directory (default runs/<model>-<data>)")
     add("--overwrite", action="store_const", const=True, help="replace a run at --out")
     add("--resume", metavar="RUN", help="continue an interrupted run exactly; takes no options")
+    add("--peak-tflops", type=float, metavar="T", help="the GPU's dense peak, for MFU (CUDA only)")
     add("--quiet", action="store_true", help="print only the summary")
     add("--json", action="store_true", help="print the metrics records as JSON lines")
     train.set_defaults(handler=run_train)
@@ -111,6 +112,10 @@ def run_train(args: argparse.Namespace) -> int:
                 "(with --resume the run keeps its own data: drop --roi-crop)"
             )
         args.data = f"{args.data.rstrip('/')}:roi"
+    if args.peak_tflops is not None and not args.peak_tflops > 0:
+        raise ConfigError(
+            f"--peak-tflops must be a positive number such as 989, got {args.peak_tflops}"
+        )
     given = {
         name: getattr(args, name) for name in _CONFIG_OPTIONS if getattr(args, name) is not None
     }
@@ -141,6 +146,11 @@ def _train(start: Any, args: argparse.Namespace) -> int:
     finally:
         printer.end_bar()
     printer.text(render_train.summary(result))
+    from cnnkit.cuda_recipe import summary_mfu_line
+
+    mfu = summary_mfu_line(result, args.peak_tflops)  # None on the CPU
+    if mfu:
+        printer.text(mfu)
     return 0
 
 
