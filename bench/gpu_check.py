@@ -1,15 +1,19 @@
 """The CUDA paths, checked and timed in one call on a lent GPU (CI has none; each path has a CPU test).
 
-    bash bench/gpu.sh          # on the device machine; prints one table last
+    bash bench/gpu.sh                              # on the device machine; prints one table last
+    CNNKIT_CHECK_DEVICE=cpu bash bench/gpu.sh      # the same path at tiny sizes, as a smoke test
 
-Checks: the model's forward on CUDA against the CPU; the DeviceLoader's CUDA batches against its
-CPU batches; fit() on CUDA in fp32 and bf16 (time and accuracy; full MNIST when its files are
-under $CNNKIT_DATA); Ctrl-C then resume on CUDA against an uninterrupted run; cnnkit.load on
-CUDA (predict, evaluate) against the CPU; Grad-CAM on CUDA against the CPU.
+Checks: the model's forward on CUDA against the CPU; the DeviceLoader's resumable order on the
+device; bitwise CPU determinism; issue 13's figures from bench/gpu_speed.py (the colour preset's
+images/s and MFU, eager and compiled; MNIST time to 99.0% and 99.5%, cnnkit and the plain
+baseline of bench/gpu_baseline.py, 5 seeds each); fit() on CUDA in fp32 and bf16; cnnkit.load on
+CUDA against the CPU; Grad-CAM on CUDA against the CPU; Ctrl-C then resume on CUDA.
+Rows also go to $OUT/gpu_rows.jsonl as they come, so a run cut short keeps what it measured.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -19,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from gpu_speed import FULL, SMOKE, Budget, colour_throughput, cpu_bitwise, race
 
 from cnnkit.data import DeviceLoader, open_source, parse_augment
 from cnnkit.network import build
@@ -39,6 +44,8 @@ def row(check: str, result: str, ok: bool | None = None) -> None:
     status = "" if ok is None else ("ok" if ok else "FAIL")
     ROWS.append((check, result, status))
     print(f"{check}: {result} {status}", flush=True)
+    with open(Path(os.environ.get("OUT", tempfile.gettempdir())) / "gpu_rows.jsonl", "a") as file:
+        file.write(json.dumps({"check": check, "result": result, "status": status}) + "\n")
 
 
 def forward_matches() -> None:
@@ -187,11 +194,16 @@ def main() -> int:
     name = torch.cuda.get_device_name() if CUDA.type == "cuda" else "cpu (smoke test)"
     row("device", f"{name} / torch {torch.__version__}")
     folder = Path(tempfile.mkdtemp(prefix="cnnkit-gpu-"))
+    sizes = SMOKE if CUDA.type == "cpu" else FULL
+    budget = Budget(float(os.environ.get("CNNKIT_GPU_BUDGET_S", "330")))
     for check in (
         forward_matches,
         loader_matches,
-        lambda: classifier_matches(train(folder)),
-        lambda: resume_matches(folder),
+        lambda: cpu_bitwise(row),
+        lambda: colour_throughput(CUDA, sizes, row, budget),
+        lambda: race(CUDA, sizes, row, budget),
+        lambda: classifier_matches(train(folder)) if budget.left() > 30 else None,
+        lambda: resume_matches(folder) if budget.left() > 20 else None,
     ):
         try:
             check()
