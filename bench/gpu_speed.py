@@ -146,7 +146,7 @@ def race(device: torch.device, sizes: Sizes, row: Callable, budget: Budget) -> N
         gpu_baseline.Recipe(widths=(64, 128, 256), epochs=sizes.wide_epochs),
     ):
         if sizes is SMOKE:  # 2 shared CPU cores: a quarter of the widths, small batches
-            recipe.epochs, recipe.eval_every, recipe.batch_size, recipe.lr = 1, 4, 128, 0.2
+            recipe.epochs, recipe.eval_every, recipe.batch_size, recipe.lr = 3, 4, 128, 0.2
             recipe.bf16 = False  # CPU bf16 autocast measured 25x slower than fp32
             recipe.widths = tuple(w // 4 for w in recipe.widths)  # type: ignore[assignment]
         for target, times in baseline_runs(data, recipe, sizes).items():
