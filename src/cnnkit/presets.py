@@ -40,6 +40,17 @@ PRESETS: dict[str, tuple[str, str]] = {
         " > relu > conv 64@3x3 same > maxpool 2 > bn > relu > flatten > fc 10",
         "cnnkit's default: a fast modern network for 28x28 digits (batch norm, same padding)",
     ),
+    # airbench94's layout (Jordan 2024): a 2x2 stem (its whitening conv, 24 = 2*3*2*2 filters,
+    # no padding: 31x31), then three groups conv > pool > bn > gelu > conv > bn > gelu at widths
+    # 64/256/256, a pooled linear head. Here trained from a plain init, not the whitening one.
+    "cifar-fast": (
+        "32x32x3 > conv 24@2x2 > gelu"
+        " > conv 64@3x3 same > maxpool 2 > bn > gelu > conv 64@3x3 same > bn > gelu"
+        " > conv 256@3x3 same > maxpool 2 > bn > gelu > conv 256@3x3 same > bn > gelu"
+        " > conv 256@3x3 same > maxpool 2 > bn > gelu > conv 256@3x3 same > bn > gelu"
+        " > gap > fc 10",
+        "32x32 colour images for speed: airbench94's conv-pool-BN groups (64/256/256)",
+    ),
 }
 
 DEFAULT_PRESET = "digits"

@@ -357,9 +357,9 @@ def _device(config: TrainConfig) -> torch.device:
 
 
 def _precision(config: TrainConfig, device: torch.device) -> str:
-    if config.precision != "auto":
-        return config.precision
-    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    from cnnkit.devices import resolve_precision
+
+    return resolve_precision(config.precision, device)
 
 
 def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:

@@ -113,6 +113,7 @@ def _run_options(add: Any) -> None:
     add(
         "--freeze", action="store_const", const=True, help="with --from: keep the conv layers fixed"
     )
+    add("--peak-tflops", type=float, metavar="T", help="the GPU's dense peak, for MFU (CUDA only)")
 
 
 def _register_demo(subparsers: Any) -> None:
@@ -153,6 +154,10 @@ def run_train(args: argparse.Namespace) -> int:
                 "(with --resume the run keeps its own data: drop --roi-crop)"
             )
         args.data = f"{args.data.rstrip('/')}:roi"
+    if args.peak_tflops is not None and not args.peak_tflops > 0:
+        raise ConfigError(
+            f"--peak-tflops must be a positive number such as 989, got {args.peak_tflops}"
+        )
     options = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in _NOT_OPTIONS]
     given = {name: getattr(args, name) for name in options if getattr(args, name) is not None}
     if args.resume is not None:
@@ -193,6 +198,11 @@ def _train(start: Any, args: argparse.Namespace) -> int:
     printer.text(render_train.summary(result))
     for warning in result.summary.get("warnings") or []:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
+    from cnnkit.cuda_recipe import summary_mfu_line
+
+    mfu = summary_mfu_line(result, args.peak_tflops)  # None on the CPU
+    if mfu:
+        printer.text(mfu)
     if printer.server is not None:  # the explorer stays up on the trained model until Ctrl-C
         printer.text(f"training finished; the explorer stays at {printer.url} until Ctrl-C")
         with contextlib.suppress(KeyboardInterrupt):
