@@ -32,10 +32,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnkit import presets, runs
+from cnnkit import budgets, presets, runs
 from cnnkit.data import DeviceLoader, Split, channel_stats, parse_augment, shaped
 from cnnkit.data import split_validation as split_validation_
 from cnnkit.errors import CheckpointError, CnnkitError
+from cnnkit.plan import plan
 from cnnkit.spec import Spec
 from cnnkit.train_config import (
     DEVICES,
@@ -160,7 +161,11 @@ class Setup:
 
 
 def _resolve_spec(config: TrainConfig) -> Spec:
-    return presets.resolve(config.model, input_shape=config.input)
+    spec = presets.resolve(config.model, input_shape=config.input)
+    # Sized from its plan before any data is read or tensor allocated: `fc 2147483647` once
+    # tried to allocate 960 GB (issue 11).
+    budgets.check_training(plan(spec), config.batch_size)
+    return spec
 
 
 def _prepare(config: TrainConfig) -> Setup:

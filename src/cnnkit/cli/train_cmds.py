@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cnnkit.cli.types import learning_rate, seed_int
 from cnnkit.train_config import (  # pure Python: building the parser imports no torch
     OPTIMIZERS,
     PRECISIONS,
@@ -51,7 +52,7 @@ def register(subparsers) -> None:
     add("--roi-crop", action="store_true", help="GTSRB's layout: crop images to their signs")
     add("--epochs", type=int, metavar="N", help="passes over the training split")
     add("--batch-size", type=int, metavar="N", help="images per step")
-    add("--lr", type=float, metavar="LR", help="peak learning rate")
+    add("--lr", type=learning_rate, metavar="LR", help="peak learning rate")
     add("--optimizer", metavar="NAME", help=f"one of {', '.join(OPTIMIZERS)}")
     add("--schedule", metavar="NAME", help=f"learning-rate schedule: {', '.join(SCHEDULES)}")
     add("--weight-decay", type=float, metavar="WD", help="L2 penalty, e.g. 5e-4")
@@ -67,7 +68,7 @@ def register(subparsers) -> None:
         help="epochs between evaluations (1; 0.2 w/ target)",
     )
     add("--checkpoint-every", type=int, metavar="N", help="save state every N steps (~10 s)")
-    add("--seed", type=int, metavar="N", help="weights, split, batch order, augmentation")
+    add("--seed", type=seed_int, metavar="N", help="weights, split, batch order, augmentation")
     add("--device", metavar="DEV", help="auto (default), cpu, cuda or cuda:N")
     add("--precision", metavar="P", help=f"one of {', '.join(PRECISIONS)}")
     add("--compile", action="store_const", const=True, help="torch.compile the model")
