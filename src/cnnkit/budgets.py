@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import reprlib
+import stat
 from typing import Any
 
 from cnnkit.errors import ConfigError, SpecError
@@ -114,12 +116,98 @@ def check_document(
         stack.extend((item, depth + 1) for item in items)
 
 
+_LONG_NUMBER = re.compile(rf"\d{{{MAX_DIGITS + 1},}}")
+_LONG_TOKEN = re.compile(rf"\S{{{QUOTE_CHARS + 1},}}")
+
+
+def notation_problem(text: str) -> tuple[str, int, int] | None:
+    """What `>` notation must not hold, found before parsing, as (message, start, end) for
+    spec.parse's caret: a number of over MAX_DIGITS digits (int() refuses 4,300) or a token
+    longer than an error message quotes. A text over MAX_SPEC_BYTES or over MAX_LAYERS layers
+    (an inception holds two more '>') is refused here at once: parsing it would be slow."""
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError(
+            f"the spec is {len(text):,} characters long, over the cap of {MAX_SPEC_BYTES:,}; "
+            f"no network needs as many"
+        )
+    if text.count(">") > 3 * MAX_LAYERS:
+        check_layer_count(text.count(">"), "the spec")
+    for pattern, problem in (
+        (_LONG_NUMBER, f"has over {MAX_DIGITS} digits; every size is under 2^31 (10 digits)"),
+        (_LONG_TOKEN, f"is over {QUOTE_CHARS} characters long; no layer option is"),
+    ):
+        found = pattern.search(text)
+        if found:
+            return f"{quote(found.group())} {problem}", found.start(), found.end()
+    return None
+
+
+def load_yaml(text: str, name: str) -> Any:
+    """The document of a YAML or JSON spec file (JSON is YAML), within MAX_SPEC_BYTES; every
+    failure is a SpecError. from_dict then checks it with check_document."""
+    import yaml  # imported here so that plain notation never pays for it
+
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError(
+            f"{name} is {len(text):,} characters long, over the cap of {MAX_SPEC_BYTES:,}; "
+            f"no network needs as many"
+        )
+    # libyaml's loader where installed: the pure-Python one took 64 s over a 3.6 MB JSON spec.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        return yaml.load(text, Loader=loader)  # noqa: S506 (a safe loader)
+    except RecursionError:  # the pure-Python loader on deep nesting (libyaml caps it itself)
+        raise SpecError(f"{name} is nested too deep; a spec needs 4 levels") from None
+    except ValueError as error:  # int() past 4,300 digits
+        raise SpecError(f"{name} holds a number that cannot be read ({clip(str(error))})") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = clip(getattr(error, "problem", None) or "invalid syntax")
+        raise SpecError(
+            f"{name} is not valid YAML/JSON{where}: {problem}; check the indentation and brackets"
+        ) from None
+
+
 def check_layer_count(count: int, where: str) -> None:
     if count > MAX_LAYERS:
         raise SpecError(
             f"{where} has {count:,} layers, over the cap of {MAX_LAYERS:,}; "
             f"no network needs as many (ResNet-152 has 152)"
         )
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def read_regular(
+    path: str | os.PathLike, max_bytes: int, what: str, error: type[Exception] = SpecError
+) -> bytes:
+    """The bytes of `path`, read only if it is a regular file of at most `max_bytes`.
+
+    A FIFO would block a plain open() until a writer comes, and /dev/zero never ends: both are
+    refused from fstat before anything is read (as data.images does for image files). OSError
+    (a missing file, no permission) passes through to the caller.
+    """
+    # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise error(
+                f"{what} {os.fspath(path)!r} is not a regular file (a FIFO, device or socket); "
+                f"give the file itself"
+            )
+        if info.st_size > max_bytes:
+            raise error(
+                f"{what} {os.fspath(path)!r} is {info.st_size:,} bytes, over the cap of "
+                f"{max_bytes:,}; it is not a file cnnkit wrote"
+            )
+        # read(n) allocates n bytes up front: ask for what fstat saw, plus one to see growth.
+        data = file.read(info.st_size + 1)
+    if len(data) > max_bytes or len(data) > info.st_size:  # it grew while being read
+        raise error(f"{what} {os.fspath(path)!r} is over the cap of {max_bytes:,} bytes")
+    return data
 
 
 # ----------------------------------------------------------------------------- model size

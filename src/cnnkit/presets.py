@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 
+from cnnkit.budgets import MAX_SPEC_BYTES, read_regular
 from cnnkit.errors import SpecError
 from cnnkit.spec import Linear, Spec, check_shape, layer_text, load_text, parse, parse_shape
 
@@ -77,10 +78,10 @@ def _load(model: str) -> Spec:
             raise SpecError(
                 f"spec file {model!r} is a folder; give the .yaml or .json file inside it"
             )
-        if not path.is_file():
+        if not path.exists():
             raise SpecError(f"spec file {model!r} does not exist; check the path")
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_regular(path, MAX_SPEC_BYTES, "spec file").decode("utf-8")
         except UnicodeDecodeError:
             raise SpecError(
                 f"spec file {model!r} is not UTF-8 text; save it as YAML or JSON"

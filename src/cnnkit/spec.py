@@ -16,13 +16,12 @@ from collections.abc import Callable
 from typing import Any
 
 from cnnkit.budgets import (
-    MAX_DIGITS,
-    MAX_LAYERS,
-    MAX_SPEC_BYTES,
     QUOTE_CHARS,
     check_document,
     check_layer_count,
     clip,
+    load_yaml,
+    notation_problem,
     quote,
 )
 from cnnkit.errors import SpecError
@@ -94,8 +93,6 @@ _INCEPTION = re.compile(
 _TOKEN = re.compile(r"\S+")
 # ASCII digits only: str.isdigit() accepts '²', which int() then refuses (issue 11).
 _WHOLE = re.compile(r"[0-9]+")
-_LONG_NUMBER = re.compile(rf"\d{{{MAX_DIGITS + 1},}}")
-_LONG_TOKEN = re.compile(rf"\S{{{QUOTE_CHARS + 1},}}")
 # The layers that take no options, by keyword.
 _PLAIN: dict[str, Callable[[], Layer]] = {"bn": BatchNorm, "flatten": Flatten, "gap": GlobalAvgPool}
 
@@ -110,7 +107,9 @@ def parse(text: str) -> Spec:
         raise SpecError(
             "empty spec: expected an input shape and layers, such as '28x28x1 > conv 6@5x5 > relu'"
         )
-    _check_notation_budget(text)
+    problem = notation_problem(text)  # size, layer count, digits, token length
+    if problem:
+        raise SpecError(problem[0] + _caret(text, problem[1], problem[2]))
     segments = _segments(text)
     (shape_start, shape_end), *layer_spans = segments
     check_layer_count(len(layer_spans), "the spec")
@@ -119,28 +118,6 @@ def parse(text: str) -> Spec:
     for number, (start, end) in enumerate(layer_spans, start=1):
         layers.append(_parse_layer(text, start, end, number))
     return Spec(shape, tuple(layers))
-
-
-def _check_notation_budget(text: str) -> None:
-    """Refuse before parsing what would be slow or echo too much: a text over MAX_SPEC_BYTES,
-    over MAX_LAYERS layers (an inception holds two more '>'), a number of over MAX_DIGITS digits
-    (int() refuses 4,300) or a token longer than an error message quotes."""
-    if len(text) > MAX_SPEC_BYTES:
-        raise SpecError(
-            f"the spec is {len(text):,} characters long, over the cap of {MAX_SPEC_BYTES:,}; "
-            f"no network needs as many"
-        )
-    if text.count(">") > 3 * MAX_LAYERS:
-        check_layer_count(text.count(">"), "the spec")
-    for pattern, problem in (
-        (_LONG_NUMBER, f"has over {MAX_DIGITS} digits; every size is under 2^31 (10 digits)"),
-        (_LONG_TOKEN, f"is over {QUOTE_CHARS} characters long; no layer option is"),
-    ):
-        found = pattern.search(text)
-        if found:
-            raise SpecError(
-                f"{quote(found.group())} {problem}" + _caret(text, found.start(), found.end())
-            )
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
@@ -462,26 +439,4 @@ def _padding_field(value: Any, where: str) -> Padding:
 def load_text(text: str, name: str = "spec file") -> Spec:
     """Parse a YAML or JSON document (JSON is YAML) into a spec, within the budgets of
     cnnkit.budgets: size, nesting, digits, layers, and no YAML aliases."""
-    import yaml  # imported here so that plain notation never pays for it
-
-    if len(text) > MAX_SPEC_BYTES:
-        raise SpecError(
-            f"{name} is {len(text):,} characters long, over the cap of {MAX_SPEC_BYTES:,}; "
-            f"no network needs as many"
-        )
-    # libyaml's loader where installed: the pure-Python one took 64 s over a 3.6 MB JSON spec.
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    try:
-        data = yaml.load(text, Loader=loader)  # noqa: S506 (a safe loader)
-    except RecursionError:  # the pure-Python loader on deep nesting (libyaml caps it itself)
-        raise SpecError(f"{name} is nested too deep; a spec needs 4 levels") from None
-    except ValueError as error:  # int() past 4,300 digits
-        raise SpecError(f"{name} holds a number that cannot be read ({clip(str(error))})") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = clip(getattr(error, "problem", None) or "invalid syntax")
-        raise SpecError(
-            f"{name} is not valid YAML/JSON{where}: {problem}; check the indentation and brackets"
-        ) from None
-    return from_dict(data)
+    return from_dict(load_yaml(text, name))

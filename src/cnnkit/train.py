@@ -35,8 +35,9 @@ from torch import nn
 from cnnkit import budgets, presets, runs
 from cnnkit.data import DeviceLoader, Split, channel_stats, parse_augment, shaped
 from cnnkit.data import split_validation as split_validation_
-from cnnkit.errors import CheckpointError, CnnkitError
+from cnnkit.errors import CheckpointError, CnnkitError, DataError
 from cnnkit.plan import plan
+from cnnkit.runs_check import check_class_names
 from cnnkit.spec import Spec
 from cnnkit.train_config import (
     DEVICES,
@@ -179,6 +180,9 @@ def _prepare(config: TrainConfig) -> Setup:
         data_dir=config.data_dir,
         progress=not config.quiet,
     )
+    # Refused now rather than when the manifest is written after training (a newline in a
+    # folder's name broke `report`, issue 11).
+    check_class_names(data.class_names, f"{config.data}: class_names", DataError)
     notes = list(data.notes)
     spec, note = shaped.fit_classes(spec, config.model, config.data, data.class_names)
     if note:
