@@ -98,7 +98,7 @@ def check_document(
             raise error(f"{what} holds over {MAX_NODES:,} values; no spec or run needs as many")
         if type(value) is int and _digits(value) > max_digits:
             raise error(
-                f"{what}: the number {quote(value)} has {_digits(value):,} digits, over the "
+                f"{what} holds a whole number of {_digits(value):,} digits, over the "
                 f"{max_digits}-digit cap; use a smaller number"
             )
         if not isinstance(value, (dict, list)):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 
-from cnnkit.budgets import MAX_SPEC_BYTES, read_regular
+from cnnkit.budgets import MAX_SPEC_BYTES, quote, read_regular
 from cnnkit.errors import SpecError
 from cnnkit.spec import Linear, Spec, check_shape, layer_text, load_text, parse, parse_shape
 
@@ -53,7 +53,7 @@ def get(name: str) -> Spec:
     if name not in PRESETS:
         close = difflib.get_close_matches(name, PRESETS, n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"the presets are {', '.join(PRESETS)}"
-        raise SpecError(f"unknown preset {name!r}; {hint}")
+        raise SpecError(f"unknown preset {quote(name)}; {hint}")
     return parse(PRESETS[name][0])
 
 

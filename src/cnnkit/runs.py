@@ -242,7 +242,7 @@ def read_manifest(run: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(
             f"{run} does not exist; give the folder of a run ('cnnkit train --out')"
         )
-    if not path.is_file():
+    if not path.exists():  # a FIFO or device exists: read_regular refuses it
         raise CheckpointError(
             f"{run} is not a cnnkit run (no {MANIFEST}); train one with 'cnnkit train --out {run}'"
         )
