@@ -110,7 +110,7 @@ def check_document(
         seen.add(id(value))
         if depth > MAX_DEPTH:
             raise error(
-                f"{what} is nested over {MAX_DEPTH} levels deep; a spec needs 4 (check the brackets)"
+                f"{what} is nested over {MAX_DEPTH} levels deep; cnnkit writes 4 (check the brackets)"
             )
         items = value.values() if isinstance(value, dict) else value
         stack.extend((item, depth + 1) for item in items)
