@@ -169,7 +169,7 @@ def edit_manifest(run: Path, **changes) -> None:
         ({"input_shape": [8, 8]}, r"input_shape must be \[H, W, C\], got \[8, 8\]"),
         (
             {"preprocessing": {"mean": [0.5], "std": [0.0]}},
-            r"preprocessing must give mean and std \(positive\) for 1 channel",
+            r"preprocessing std \[0.0\] must be finite numbers from 1e-06",
         ),
         ({"class_names": ["a", "b"]}, r"the spec .* does not match input_shape \[8, 8, 1\] and 2"),
         ({"weights": {"file": "model.safetensors"}}, r"does not record the SHA-256 of model"),

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnkit.budgets import check_model
 from cnnkit.errors import ConfigError
 from cnnkit.plan import LayerPlan, Plan, plan
 from cnnkit.presets import resolve
@@ -273,6 +274,7 @@ def build(spec: Spec | str, seed: int | None = None) -> Network:
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise ConfigError(f"seed={seed!r} must be an integer or None")
     network_plan = plan(spec)
+    check_model(network_plan)  # 2^31 parameters at most, refused before torch allocates them
     with torch.random.fork_rng(enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)

@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import re
 
+from cnnkit.budgets import MAX_SPEC_BYTES, quote, read_regular
 from cnnkit.errors import SpecError
 from cnnkit.spec import Linear, Spec, check_shape, layer_text, load_text, parse, parse_shape
 
@@ -119,7 +120,7 @@ def get(name: str) -> Spec:
     if name not in PRESETS:
         close = difflib.get_close_matches(name, PRESETS, n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"the presets are {', '.join(PRESETS)}"
-        raise SpecError(f"unknown preset {name!r}; {hint}")
+        raise SpecError(f"unknown preset {quote(name)}; {hint}")
     return parse(PRESETS[name][0])
 
 
@@ -151,10 +152,10 @@ def _load(model: str) -> Spec:
             raise SpecError(
                 f"spec file {model!r} is a folder; give the .yaml or .json file inside it"
             )
-        if not path.is_file():
+        if not path.exists():
             raise SpecError(f"spec file {model!r} does not exist; check the path")
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_regular(path, MAX_SPEC_BYTES, "spec file").decode("utf-8")
         except UnicodeDecodeError:
             raise SpecError(
                 f"spec file {model!r} is not UTF-8 text; save it as YAML or JSON"

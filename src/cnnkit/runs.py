@@ -30,6 +30,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cnnkit.budgets import clip, read_regular
+
 # The resume state and the crash-safe file helpers have their own modules; their names stay
 # importable from here, where callers have always found them.
 from cnnkit.checkpoint import (
@@ -45,6 +47,7 @@ from cnnkit.checkpoint import (
     save_state,
 )
 from cnnkit.errors import CheckpointError, ConfigError
+from cnnkit.runs_check import FORMAT, FORMAT_VERSION, MAX_MANIFEST_BYTES, check_manifest
 from cnnkit.runs_io import (
     atomic_write_bytes,
     atomic_write_json,
@@ -58,15 +61,12 @@ from cnnkit.runs_io import (
 if TYPE_CHECKING:  # torch is imported inside the functions that need it
     from torch import nn
 
-FORMAT = "cnnkit-run"
-FORMAT_VERSION = 1
 
 MANIFEST = "cnnkit.json"
 WEIGHTS = "model.safetensors"
 METRICS = "metrics.jsonl"
 # Every name a run owns, for --overwrite (which removes only these, never the user's own files).
 _OWNED = (MANIFEST, WEIGHTS, "model.next.safetensors", METRICS, STATE_DIR)
-_REQUIRED = ("spec", "class_names", "input_shape", "preprocessing", "weights")
 
 
 # ----------------------------------------------------------------------------- the directory
@@ -251,19 +251,23 @@ def read_manifest(run: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(
             f"{run} does not exist; give the folder of a run ('cnnkit train --out')"
         )
-    if not path.is_file():
+    if not path.exists():  # a FIFO or device exists: read_regular refuses it
         raise CheckpointError(
             f"{run} is not a cnnkit run (no {MANIFEST}); train one with 'cnnkit train --out {run}'"
         )
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        text = read_regular(path, MAX_MANIFEST_BYTES, "run manifest", CheckpointError)
+        manifest = json.loads(text.decode("utf-8"))
     except json.JSONDecodeError as error:
         raise CheckpointError(
             f"{path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); "
             f"the run is damaged; retrain it"
         ) from None
     except (OSError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{path}: cannot read the manifest ({error})") from None
+        raise CheckpointError(f"{path}: cannot read the manifest ({clip(str(error))})") from None
+    except (RecursionError, ValueError) as error:  # 100,000 brackets deep; 4,300+ digits
+        problem = "nests too deep" if isinstance(error, RecursionError) else clip(str(error))
+        raise CheckpointError(f"{path} cannot be read ({problem}); the run is damaged") from None
     _check_manifest(manifest, path)
     return manifest
 
@@ -277,40 +281,8 @@ def _run_dir(path: str | os.PathLike) -> Path:
 
 
 def _check_manifest(manifest: Any, path: Path) -> None:
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise CheckpointError(
-            f"{path} is not a cnnkit run manifest (format {found!r}, expected {FORMAT!r})"
-        )
-    version = manifest.get("format_version")
-    if type(version) is int and version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} has format_version {version}, newer than this cnnkit ({_version()}) reads "
-            f"(up to {FORMAT_VERSION}); upgrade cnnkit to load it"
-        )
-    if type(version) is not int or version < 1:
-        raise CheckpointError(
-            f"{path} has format_version {version!r}, which no cnnkit writes; the manifest is damaged"
-        )
-    missing = [key for key in _REQUIRED if key not in manifest]
-    if missing:
-        raise CheckpointError(f"{path} lacks {', '.join(missing)}; the run is damaged; retrain it")
-    names, shape = manifest["class_names"], manifest["input_shape"]
-    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
-        raise CheckpointError(f"{path}: class_names must be a list of names, got {names!r}")
-    if not (isinstance(shape, list) and len(shape) == 3 and all(type(n) is int for n in shape)):
-        raise CheckpointError(f"{path}: input_shape must be [H, W, C], got {shape!r}")
-    pre = manifest["preprocessing"]
-    channels = shape[2]
-    if not (
-        isinstance(pre, dict)
-        and all(isinstance(pre.get(k), list) and len(pre[k]) == channels for k in ("mean", "std"))
-        and all(isinstance(s, (int, float)) and s > 0 for s in pre["std"])
-    ):
-        raise CheckpointError(
-            f"{path}: preprocessing must give mean and std (positive) for {channels} channel(s), "
-            f"got {pre!r}"
-        )
+    """Every field checked before use (runs_check): format, class names, shape, preprocessing."""
+    check_manifest(manifest, path, _version())
 
 
 def _version() -> str:

@@ -18,9 +18,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from cnnkit.budgets import MAX_PARAMS, read_regular
 from cnnkit.errors import CheckpointError
 
 _HEADER_LIMIT = 100 * 2**20  # safetensors' own cap on the JSON header
+# Weights of MAX_PARAMS float32 parameters and two optimizer moments each, plus headers.
+MAX_TENSOR_BYTES = 3 * 4 * MAX_PARAMS + _HEADER_LIMIT
 
 
 def load_safetensors(blob: bytes) -> dict:
@@ -120,13 +123,14 @@ def read_verified(path: Path, record: Any, what: str) -> bytes:
             f"written by cnnkit; retrain it"
         )
     expected = record["sha256"]
+    # Sized before reading: a FIFO or a link to /dev/zero is refused, not read forever.
     staged = _staging(path)
     if staged.is_file():  # a save stopped between its commit point and the final rename
-        data = staged.read_bytes()
+        data = read_regular(staged, MAX_TENSOR_BYTES, "weights file", CheckpointError)
         if sha256_bytes(data) == expected:
             return data
     try:
-        data = path.read_bytes()
+        data = read_regular(path, MAX_TENSOR_BYTES, "weights file", CheckpointError)
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing; the run is incomplete; retrain it") from None
     except OSError as error:

@@ -15,6 +15,15 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from cnnkit.budgets import (
+    QUOTE_CHARS,
+    check_document,
+    check_layer_count,
+    clip,
+    load_yaml,
+    notation_problem,
+    quote,
+)
 from cnnkit.errors import SpecError
 from cnnkit.shapes import Padding, padding_text
 from cnnkit.spec_layers import (
@@ -82,6 +91,8 @@ _INCEPTION = re.compile(
     r"inception\s+(\d+)\s*,\s*(\d+)\s*>\s*(\d+)\s*,\s*(\d+)\s*>\s*(\d+)\s*,\s*(\d+)\s*"
 )
 _TOKEN = re.compile(r"\S+")
+# ASCII digits only: str.isdigit() accepts '²', which int() then refuses (issue 11).
+_WHOLE = re.compile(r"[0-9]+")
 # The layers that take no options, by keyword.
 _PLAIN: dict[str, Callable[[], Layer]] = {"bn": BatchNorm, "flatten": Flatten, "gap": GlobalAvgPool}
 
@@ -96,8 +107,12 @@ def parse(text: str) -> Spec:
         raise SpecError(
             "empty spec: expected an input shape and layers, such as '28x28x1 > conv 6@5x5 > relu'"
         )
+    problem = notation_problem(text)  # size, layer count, digits, token length
+    if problem:
+        raise SpecError(problem[0] + _caret(text, problem[1], problem[2]))
     segments = _segments(text)
     (shape_start, shape_end), *layer_spans = segments
+    check_layer_count(len(layer_spans), "the spec")
     shape = _parse_shape_at(text, shape_start, shape_end)
     layers = []
     for number, (start, end) in enumerate(layer_spans, start=1):
@@ -126,9 +141,13 @@ def _segments(text: str) -> list[tuple[int, int]]:
 
 
 def _caret(text: str, start: int, end: int) -> str:
-    """The spec on one line and carets under text[start:end], for an error message."""
-    flat = text.replace("\n", " ")
-    return f"\n  {flat}\n  {' ' * start}{'^' * max(end - start, 1)}"
+    """The spec on one line and carets under text[start:end], for an error message; a long
+    spec is cut to the QUOTE_CHARS characters around the mark."""
+    end = min(end, start + QUOTE_CHARS)
+    first = max(0, min(start - QUOTE_CHARS // 4, len(text) - QUOTE_CHARS))
+    lead = "..." if first else ""
+    flat = lead + clip(text[first:].replace("\n", " "))
+    return f"\n  {flat}\n  {' ' * (start - first + len(lead))}{'^' * max(end - start, 1)}"
 
 
 def _parse_shape_at(text: str, start: int, end: int) -> tuple[int, int, int]:
@@ -142,11 +161,11 @@ def _parse_shape_at(text: str, start: int, end: int) -> tuple[int, int, int]:
             else ""
         )
         raise SpecError(
-            f"input shape {raw!r} is malformed{hint}: expected HxWxC such as 28x28x1"
+            f"input shape {quote(raw)} is malformed{hint}: expected HxWxC such as 28x28x1"
             + _caret(text, offset, offset + len(raw))
         )
     shape = tuple(int(g) for g in match.groups())
-    check_shape(shape, f"input shape {raw!r}")
+    check_shape(shape, f"input shape {quote(raw)}")
     return shape  # type: ignore[return-value]
 
 
@@ -154,7 +173,7 @@ def _parse_layer(text: str, start: int, end: int, number: int) -> Layer:
     tokens = [
         (m.group(), start + m.start(), start + m.end()) for m in _TOKEN.finditer(text[start:end])
     ]
-    where = f"layer {number} '{text[start:end].strip()}'"
+    where = f"layer {number} '{clip(text[start:end].strip())}'"
     if not tokens:
         raise SpecError(
             f"layer {number} is empty: remove the extra '>' or add a layer"
@@ -208,7 +227,7 @@ def _parse_number_layer(
     """'fc 10' or 'dropout 0.5': the layer's one number, as (token, start, end) in text."""
     value, vstart, vend = arg
     if keyword == "fc":
-        if not value.isdigit():
+        if not _WHOLE.fullmatch(value):
             raise SpecError(
                 f"{where}: {value!r} is not a whole number of outputs, such as 'fc 10'"
                 + _caret(text, vstart, vend)
@@ -236,7 +255,7 @@ def _parse_windowed(keyword: str, args: list[tuple[str, int, int]], text: str, w
     size, sstart, send = args[0]
     stride, padding = _window_options(keyword, args[1:], text, where)
     if keyword == "res":
-        if not size.isdigit():
+        if not _WHOLE.fullmatch(size):
             raise SpecError(
                 f"{where}: {size!r} is not a filter count; write it like 'res 64'"
                 + _caret(text, sstart, send)
@@ -334,20 +353,24 @@ def from_dict(data: Any) -> Spec:
         raise SpecError(
             f"a spec file must hold a mapping with 'input' and 'layers', got {type(data).__name__}"
         )
+    check_document(data, "spec file")
     unknown = set(data) - {"input", "layers"}
     if unknown:
         raise SpecError(
-            f"spec file: unknown field(s) {', '.join(sorted(map(str, unknown)))}; allowed are input, layers"
+            f"spec file: unknown field(s) {clip(', '.join(sorted(map(str, unknown))))}; allowed are input, layers"
         )
     shape = data.get("input")
     if not (isinstance(shape, list) and len(shape) == 3 and all(type(n) is int for n in shape)):
-        raise SpecError(f"spec file: 'input' must be [H, W, C] such as [28, 28, 1], got {shape!r}")
+        raise SpecError(
+            f"spec file: 'input' must be [H, W, C] such as [28, 28, 1], got {quote(shape)}"
+        )
     check_shape(tuple(shape), "spec file 'input'")
     layers = data.get("layers")
     if not isinstance(layers, list):
         raise SpecError(
-            f"spec file: 'layers' must be a list of {{type: ...}} entries, got {layers!r}"
+            f"spec file: 'layers' must be a list of {{type: ...}} entries, got {quote(layers)}"
         )
+    check_layer_count(len(layers), "spec file")
     return Spec(
         tuple(shape), tuple(_layer_from_dict(entry, n) for n, entry in enumerate(layers, start=1))
     )
@@ -357,19 +380,19 @@ def _entry_fields(entry: Any, number: int) -> tuple[str, str, dict[str, Any]]:
     """(type, where, fields) of a spec file's layer entry, its type and field names checked."""
     if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
         raise SpecError(
-            f"layer {number}: expected a mapping with a 'type', such as {{type: relu}}, got {entry!r}"
+            f"layer {number}: expected a mapping with a 'type', such as {{type: relu}}, got {quote(entry)}"
         )
     kind = entry["type"].lower()
-    where = f"layer {number} ({kind})"
+    where = f"layer {number} ({clip(kind)})"
     if kind not in KEYWORDS:
         close = difflib.get_close_matches(kind, KEYWORDS, n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"expected one of {', '.join(KEYWORDS)}"
-        raise SpecError(f"layer {number}: unknown type {entry['type']!r}; {hint}")
+        raise SpecError(f"layer {number}: unknown type {quote(entry['type'])}; {hint}")
     allowed = _FIELDS.get(kind, ())
     unknown = set(entry) - {"type", *allowed}
     if unknown:
         raise SpecError(
-            f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}; allowed are {', '.join(allowed) or 'none'}"
+            f"{where}: unknown field(s) {clip(', '.join(sorted(map(str, unknown))))}; allowed are {', '.join(allowed) or 'none'}"
         )
     return kind, where, {name: entry[name] for name in allowed if name in entry}
 
@@ -380,7 +403,7 @@ def _layer_from_dict(entry: Any, number: int) -> Layer:
     def number_field(name: str, default: int | None = None) -> int:
         value = fields.get(name, default)
         if type(value) is not int:
-            raise SpecError(f"{where}: '{name}' must be a whole number, got {value!r}")
+            raise SpecError(f"{where}: '{name}' must be a whole number, got {quote(value)}")
         return check_positive(value, where, name)
 
     if kind in ACTIVATIONS:
@@ -392,7 +415,7 @@ def _layer_from_dict(entry: Any, number: int) -> Layer:
     if kind == "dropout":
         rate: Any = fields.get("rate")
         if type(rate) not in (int, float):
-            raise SpecError(f"{where}: 'rate' must be a number in [0, 1), got {rate!r}")
+            raise SpecError(f"{where}: 'rate' must be a number in [0, 1), got {quote(rate)}")
         return Dropout(check_rate(float(rate), where))
     if kind == "inception":
         return Inception(*(number_field(name) for name in _FIELDS[kind]))
@@ -412,7 +435,7 @@ def _kernel_field(value: Any, where: str) -> tuple[int, int]:
     if type(value) is int:
         value = [value, value]
     if not (isinstance(value, list) and len(value) == 2 and all(type(n) is int for n in value)):
-        raise SpecError(f"{where}: 'kernel_size' must be F or [Fh, Fw], got {value!r}")
+        raise SpecError(f"{where}: 'kernel_size' must be F or [Fh, Fw], got {quote(value)}")
     return (
         check_positive(value[0], where, "kernel_size"),
         check_positive(value[1], where, "kernel_size"),
@@ -425,21 +448,11 @@ def _padding_field(value: Any, where: str) -> Padding:
     if type(value) is int and value >= 0:
         return value
     raise SpecError(
-        f"{where}: 'padding' must be 'same', 'valid' or a number of pixels N >= 0, got {value!r}"
+        f"{where}: 'padding' must be 'same', 'valid' or a number of pixels N >= 0, got {quote(value)}"
     )
 
 
 def load_text(text: str, name: str = "spec file") -> Spec:
-    """Parse a YAML or JSON document (JSON is YAML) into a spec."""
-    import yaml  # imported here so that plain notation never pays for it
-
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or "invalid syntax"
-        raise SpecError(
-            f"{name} is not valid YAML/JSON{where}: {problem}; check the indentation and brackets"
-        ) from None
-    return from_dict(data)
+    """Parse a YAML or JSON document (JSON is YAML) into a spec, within the budgets of
+    cnnkit.budgets: size, nesting, digits, layers, and no YAML aliases."""
+    return from_dict(load_yaml(text, name))

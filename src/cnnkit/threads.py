@@ -32,7 +32,7 @@ def default_threads() -> int:
     process starts working, it is what the others use, so the rest is free for us.
     """
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if env.isdigit() and int(env) >= 1:
+    if env.isascii() and env.isdigit() and int(env) >= 1:
         return int(env)
     count = cores()
     try:

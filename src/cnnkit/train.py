@@ -32,12 +32,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnkit import presets, runs, transfer
+from cnnkit import budgets, presets, runs, transfer
 from cnnkit.data import DeviceLoader, Split, channel_stats, parse_augment, shaped
 from cnnkit.data import split_validation as split_validation_
 from cnnkit.data.sources import open_source, source_folder
 from cnnkit.devices import thread_count
-from cnnkit.errors import CheckpointError, CnnkitError
+from cnnkit.errors import CheckpointError, CnnkitError, DataError
+from cnnkit.plan import plan
+from cnnkit.runs_check import check_class_names
 from cnnkit.spec import Spec, from_dict, parse_shape
 from cnnkit.train_config import (
     ARRAYS_PREFIX,
@@ -278,7 +280,11 @@ class Setup:
 
 
 def _resolve_spec(config: TrainConfig) -> Spec:
-    return presets.resolve(config.model, input_shape=config.input)
+    spec = presets.resolve(config.model, input_shape=config.input)
+    # Sized from its plan before any data is read or tensor allocated: `fc 2147483647` once
+    # tried to allocate 960 GB (issue 11).
+    budgets.check_training(plan(spec), config.batch_size)
+    return spec
 
 
 def _prepare(config: TrainConfig, resume_from: Path | None = None) -> Setup:
@@ -293,6 +299,9 @@ def _prepare(config: TrainConfig, resume_from: Path | None = None) -> Setup:
         progress=not config.quiet,
         dataset=config.arrays,
     )
+    # Refused now rather than when the manifest is written after training (a newline in a
+    # folder's name broke `report`, issue 11).
+    check_class_names(data.class_names, f"{config.data}: class_names", DataError)
     notes = list(data.notes)
     if source is not None:
         spec, more = transfer.target_spec(source, config.input, data.class_names)

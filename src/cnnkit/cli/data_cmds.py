@@ -78,7 +78,7 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
     parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+    if len(parts) != 2 or not all(p.isascii() and p.isdigit() and int(p) > 0 for p in parts):
         raise ConfigError(f"--size {text!r} is not HxW with positive whole numbers; use e.g. 32x32")
     height, width = int(parts[0]), int(parts[1])
     if max(height, width) > MAX_SIDE:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cnnkit.cli.types import add_threads
+from cnnkit.cli.types import add_threads, learning_rate, seed_int
 from cnnkit.train_config import (  # pure Python: building the parser imports no torch
     OPTIMIZERS,
     PRECISIONS,
@@ -78,7 +78,7 @@ def _recipe_options(add: Any) -> None:
     add("--time", type=float, metavar="S", help="train for S seconds (one-cycle sized to fit)")
     add("--patience", type=int, metavar="N", help="stop after N evaluations without a better val")
     add("--batch-size", type=int, metavar="N", help="images per step")
-    add("--lr", type=float, metavar="LR", help="peak learning rate")
+    add("--lr", type=learning_rate, metavar="LR", help="peak learning rate")
     add("--optimizer", metavar="NAME", help=f"one of {', '.join(OPTIMIZERS)}")
     add("--schedule", metavar="NAME", help=f"learning-rate schedule: {', '.join(SCHEDULES)}")
     add("--weight-decay", type=float, metavar="WD", help="L2 penalty, e.g. 5e-4")
@@ -97,7 +97,7 @@ def _recipe_options(add: Any) -> None:
 
 def _run_options(add: Any) -> None:
     add("--checkpoint-every", type=int, metavar="N", help="save state every N steps (~10 s)")
-    add("--seed", type=int, metavar="N", help="weights, split, batch order, augmentation")
+    add("--seed", type=seed_int, metavar="N", help="weights, split, batch order, augmentation")
     add("--device", metavar="DEV", help="auto (default), cpu, cuda or cuda:N")
     add("--precision", metavar="P", help=f"one of {', '.join(PRECISIONS)}")
     add("--compile", action="store_const", const=True, help="torch.compile the model")

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 
 def non_negative_int(text: str) -> int:
     """A seed or count that may be 0: `--seed -1` is refused before anything runs."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    match = re.fullmatch(r"\s*[+-]?([0-9]+)\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{_quote(text)} is not a whole number")
+    if len(match[1]) > 18:  # int() refuses 4,300 digits; no count or seed needs 19
+        raise argparse.ArgumentTypeError(f"{_clip(text)} has too many digits; use a smaller number")
+    value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{value} is negative; use 0 or more")
     return value
@@ -23,9 +26,9 @@ def finite_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        raise argparse.ArgumentTypeError(f"{_quote(text)} is not a number") from None
     if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        raise argparse.ArgumentTypeError(f"{_quote(text)} is not a finite number")
     return value
 
 
@@ -45,3 +48,45 @@ def add_threads(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="CPU threads (default: the cores the load average leaves free, or OMP_NUM_THREADS)",
     )
+
+
+# torch.manual_seed overflows past 64 bits and numpy wants a non-negative seed; 32 bits is what
+# every generator accepts.
+MAX_SEED = 2**32 - 1
+# Past float32's 3.4e38 torch's optimizer raises a RuntimeError (--lr 1e308, issue 11). Below
+# the cap a huge rate diverges, and training reports the nan itself (1e6 in tests/test_train.py).
+MAX_LR = 1e9
+
+
+def seed_int(text: str) -> int:
+    """A random seed in [0, 2^32): `--seed -1` and `--seed 99999999999999999999999` are refused."""
+    value = non_negative_int(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(
+            f"{_clip(text)} is over 2^32 - 1 ({MAX_SEED:,}); use a seed from 0 to {MAX_SEED}"
+        )
+    return value
+
+
+def learning_rate(text: str) -> float:
+    """A finite learning rate of at most MAX_LR: `--lr 1e308` is refused (train.validate
+    refuses 0 and negative rates, for the API too)."""
+    value = finite_float(text)
+    if value > MAX_LR:
+        raise argparse.ArgumentTypeError(
+            f"{_clip(text)} is over {MAX_LR:g}, past any learning rate that trains; "
+            f"use one such as 0.1"
+        )
+    return value
+
+
+def _clip(text: str) -> str:
+    from cnnkit.budgets import clip
+
+    return clip(text)
+
+
+def _quote(text: str) -> str:
+    from cnnkit.budgets import quote
+
+    return quote(text)

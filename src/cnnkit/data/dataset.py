@@ -136,8 +136,8 @@ def split_validation(
     train_idx, val_idx = stratified_split(train.labels, float(val), seed)
     if len(val_idx) == 0:
         raise DataError(
-            f"{dataset.source}: --val-split {val} leaves no validation images "
-            f"from {len(train)} training images; use a larger fraction or more data"
+            f"{dataset.source}: each class has 1 image, and a validation split needs at least "
+            f"2 per class (one to train on, one to check); add images or use --val none"
         )
     return _take(train, train_idx), _take(train, val_idx)
 

@@ -120,7 +120,7 @@ def read_csv(path: Path) -> list[Row]:
 def _row(path: Path, line: int, fields: list[str], at: dict[str, int]) -> Row:
     text = {name: fields[i].strip() if i < len(fields) else "" for name, i in at.items()}
     for name in COLUMNS[1:]:
-        if not text[name].isdigit():
+        if not (text[name].isascii() and text[name].isdigit()):
             raise DataError(
                 f"{path} line {line}: {name} is {text[name][:20]!r}, expected a whole number "
                 f">= 0; fix the row or restore the CSV from GTSRB's archive"
