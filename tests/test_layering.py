@@ -92,3 +92,10 @@ def test_the_onnx_runtime_path_imports_no_torch():
         [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60
     )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_no_cli_module_imports_another_but_the_shared_types():
+    for path in (SRC / "cli").glob("*.py"):
+        for module in imported_modules(path):
+            if module.startswith("cnnkit.cli.") and path.name != "__init__.py":
+                assert module == "cnnkit.cli.types", f"cli/{path.name} imports {module}"

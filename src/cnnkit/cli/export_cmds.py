@@ -41,11 +41,11 @@ def register(subparsers) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from cnnkit.cli.inspect_cmds import load_split
+    from cnnkit.data.shaped import run_split
     from cnnkit.export import PARITY_TOLERANCE, export_onnx
     from cnnkit.predict import load
 
-    source, images, labels = load_split(load(args.run), args.data, args.data_dir)
+    source, images, labels = run_split(load(args.run).manifest, args.data, args.data_dir)
     result = export_onnx(
         args.run,
         args.out,

@@ -117,17 +117,6 @@ def _positive(value: int, option: str) -> int:
     return value
 
 
-def load_split(classifier: Any, source: str | None, data_dir: str | None) -> tuple[str, Any, Any]:
-    """(description, images fitted to the model, labels as the run's class indices)."""
-    from cnnkit.data.shaped import open_for_run
-
-    data = open_for_run(classifier.manifest, source, data_dir=data_dir)
-    chosen = data.choose_split()
-    where = chosen.description
-    where = f"all {len(chosen.split):,} images" if where == "all" else where
-    return f"{data.source} ({where})", chosen.split.images, chosen.split.labels
-
-
 def _save(out: Path, name: str, image: Any, numbers: dict[str, Any]) -> str:
     image.save(out / f"{name}.png")
     (out / f"{name}.json").write_text(json.dumps(numbers, indent=1), encoding="utf-8")
@@ -138,6 +127,7 @@ def _save(out: Path, name: str, image: Any, numbers: dict[str, Any]) -> str:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
+    from cnnkit.data.shaped import run_split
     from cnnkit.inspect import figures
     from cnnkit.inspect.gradcam import check_class, choose_layer, gradcam
     from cnnkit.inspect.invariance import image_invariance
@@ -156,7 +146,7 @@ def run_inspect(args: argparse.Namespace) -> int:
         weights = filters(model)
     data = None
     if "patches" in chosen or args.data or args.image is None:
-        data = load_split(classifier, args.data, args.data_dir)
+        data = run_split(classifier.manifest, args.data, args.data_dir)
     if args.image or data is None:
         image, shown = classifier.prepare(args.image), args.image
     else:  # no --image: the data's first image
@@ -235,6 +225,7 @@ def _data_views(
 
 
 def run_report(args: argparse.Namespace) -> int:
+    from cnnkit.data.shaped import run_split
     from cnnkit.inspect.report import Evaluation, build_report
     from cnnkit.predict import load
     from cnnkit.runs import read_metrics
@@ -242,7 +233,7 @@ def run_report(args: argparse.Namespace) -> int:
     _positive(args.images, "--images")
     start = time.perf_counter()
     classifier = load(args.run)
-    source, images, labels = load_split(classifier, args.data, args.data_dir)
+    source, images, labels = run_split(classifier.manifest, args.data, args.data_dir)
     page = build_report(
         classifier,
         str(args.run),

@@ -15,7 +15,7 @@ import argparse
 import re
 from pathlib import Path
 
-from cnnkit.cli.use_cmds import add_foreign_onnx_arguments, only_for_onnx
+from cnnkit.cli.types import add_foreign_onnx_arguments, only_for_onnx
 from cnnkit.errors import ConfigError
 
 MIN_TOKEN_CHARS = 16  # a guessable token is no protection; `secrets.token_urlsafe(32)` gives 43

@@ -90,3 +90,19 @@ def _quote(text: str) -> str:
     from cnnkit.budgets import quote
 
     return quote(text)
+
+
+def add_foreign_onnx_arguments(parser: argparse.ArgumentParser) -> None:
+    """--input and --classes, for an .onnx model without cnnkit's metadata (predict, serve)."""
+    for flag, text in (("--input", "HxWxC, e.g. 28x28x1"), ("--classes", "a,b,c or a file")):
+        parser.add_argument(flag, help=f"{text}: for an .onnx model not made by 'cnnkit export'")
+
+
+def only_for_onnx(args: argparse.Namespace) -> None:
+    """ConfigError when --input or --classes is given for a run directory (predict, serve)."""
+    from cnnkit.errors import ConfigError
+
+    if args.input is not None or args.classes is not None:
+        raise ConfigError(
+            f"--input and --classes are for an .onnx model; {args.run} is a run, which records both"
+        )

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from cnnkit.onnx_runtime import OnnxClassifier
     from cnnkit.predict import Classifier
 
-from cnnkit.cli.types import add_threads
+from cnnkit.cli.types import add_foreign_onnx_arguments, add_threads, only_for_onnx
 
 SPLIT_PREFERENCE = ("test", "val", "train")  # as cnnkit.data.shaped prefers them, for --split
 
@@ -68,12 +68,6 @@ def register(subparsers) -> None:
     )
     _common(predict, batch_size=256)
     predict.set_defaults(handler=run_predict)
-
-
-def add_foreign_onnx_arguments(parser: argparse.ArgumentParser) -> None:
-    """--input and --classes, for an .onnx model without cnnkit's metadata (predict, serve)."""
-    for flag, text in (("--input", "HxWxC, e.g. 28x28x1"), ("--classes", "a,b,c or a file")):
-        parser.add_argument(flag, help=f"{text}: for an .onnx model not made by 'cnnkit export'")
 
 
 def _common(parser: argparse.ArgumentParser, batch_size: int) -> None:
@@ -181,16 +175,6 @@ def run_predict(args: argparse.Namespace) -> int:
             f"cnnkit: {len(failed)} of {len(results)} image(s) could not be read", file=sys.stderr
         )
     return 1 if failed else 0
-
-
-def only_for_onnx(args: argparse.Namespace) -> None:
-    """ConfigError when --input or --classes is given for a run directory (predict, serve)."""
-    from cnnkit.errors import ConfigError
-
-    if args.input is not None or args.classes is not None:
-        raise ConfigError(
-            f"--input and --classes are for an .onnx model; {args.run} is a run, which records both"
-        )
 
 
 def _refuse_special_or_huge(files: list[Any], max_pixels: int | None) -> int:

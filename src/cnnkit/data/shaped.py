@@ -317,3 +317,15 @@ def align_labels(data_names: list[str], run_names: list[str], labels: Any, sourc
         )
     mapping = np.array([run_names.index(name) for name in data_names], dtype=np.int64)
     return mapping[np.asarray(labels, dtype=np.int64)]
+
+
+def run_split(
+    manifest: dict[str, Any], source: str | None, data_dir: str | None = None
+) -> tuple[str, Any, Any]:
+    """(description, images fitted to the run's model, labels as the run's class indices) of the
+    split a command evaluates on: `source`'s, else the run's own data (see `choose_split`)."""
+    data = open_for_run(manifest, source, data_dir=data_dir)
+    chosen = data.choose_split()
+    where = chosen.description
+    where = f"all {len(chosen.split):,} images" if where == "all" else where
+    return f"{data.source} ({where})", chosen.split.images, chosen.split.labels

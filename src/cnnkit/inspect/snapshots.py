@@ -155,7 +155,7 @@ def write_snapshot(
     preprocessing = runs.read_manifest(run_dir)["preprocessing"]
     device = next(model.parameters()).device
     scale, bias = normalisation(preprocessing["mean"], preprocessing["std"], device)
-    u8 = torch.from_numpy(np.ascontiguousarray(probe[None])).to(device)  # (1, H, W, C)
+    u8 = torch.from_numpy(np.array(probe[None])).to(device)  # (1, H, W, C), a writable copy
     x = normalise(u8, scale, bias).permute(0, 3, 1, 2).contiguous()  # (1, C, H, W)
     record = record or {}
     figures = {key: record.get(key) for key in ("epoch", "val_acc", "val_loss", "train_loss", "lr")}
