@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnkit import runs
+from cnnkit import distributed, runs
 from cnnkit.errors import CheckpointError, ConfigError
 from cnnkit.plan import Plan, plan
 from cnnkit.train_config import TrainConfig, learning_rate
@@ -158,6 +158,7 @@ class Parts:
     device: torch.device
     precision: str  # fp32 | bf16
     autocast: Any  # bf16 autocast, or a context that does nothing
+    world: distributed.World = field(default_factory=distributed.World)  # ddp: this rank
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -176,6 +177,8 @@ class Trainer:
         interrupted: threading.Event,
         timing: dict[str, float],  # seconds spent before the loop: "data_s", then "setup_s"
     ) -> None:
+        # ddp: only rank 0 reports, so progress is printed once.
+        hooks = hooks if parts.world.main else Hooks()
         self.config, self.hooks, self.run_dir, self.setup = config, hooks, run_dir, setup
         self.parts, self.interrupted, self.timing = parts, interrupted, timing
         self.state = TrainState()
@@ -199,12 +202,15 @@ class Trainer:
             resize=config.resize or "letterbox",
             train_config=config.to_dict(),
         )
+        self.manifest_base["distributed"] = parts.world.describe()  # ddp: world size, backend
 
     def restore(self) -> None:
         """Continue from the run's checkpoint: weights, optimizer, RNG and the TrainState."""
         saved = runs.load_state(self.run_dir, self.parts.optimizer, model=self.parts.model)
         runs.restore_rng(saved["tensors"])
         self.state = TrainState.from_dict(saved)
+        if not self.parts.world.main:  # ddp: rank 0 saved the sums of all ranks
+            self.state.sums = TrainSums()
         if self.state.step >= self.total or self.state.finished:
             raise CheckpointError(
                 f"{self.run_dir} already finished at step {self.state.step} of {self.total}; "
@@ -248,7 +254,11 @@ class Trainer:
             logits = self.parts.forward(x)  # (B, classes)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        world = self.parts.world
+        if world.joined:  # ddp: DDP's mean of the ranks' gradients is the global batch's
+            (loss * distributed.loss_weight(world, len(y), config.batch_size)).backward()
+        else:
+            loss.backward()
         optimizer.step()
         self.state.step += 1
         correct = (logits.argmax(1) == y).sum()
@@ -269,6 +279,10 @@ class Trainer:
             or (every is not None and state.step % every == 0)
             or (every is None and now - self.last_save > CHECKPOINT_SECONDS)
         )
+        if self.parts.world.joined:  # ddp: every rank saves (and stops) when any rank would
+            save, stop = distributed.any_rank(self.parts.world, save, self.interrupted.is_set())
+            if stop:
+                self.interrupted.set()
         if len(self.pending) >= self.sync_every or evaluate or save:
             self._flush(lr)
             if self.hooks.on_step and (now - self.last_report > REPORT_SECONDS or end_of_epoch):
@@ -317,6 +331,7 @@ class Trainer:
 
     def _evaluate(self, epoch: float, lr: float) -> dict[str, Any]:
         """Validate, log the record (metrics.jsonl, hook) and keep the best accuracy."""
+        self._gather_sums()
         state, sums = self.state, self.state.sums
         val_loss, val_acc = self._validate()
         record = {
@@ -348,14 +363,30 @@ class Trainer:
         model.eval()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.long, device=device)
+        distributed.sync_buffers(self.parts.world, model)  # ddp: rank 0's batch-norm statistics
         for x, y in loader.epoch(0):
             with self.parts.autocast:
                 logits = self.parts.forward(x).float()  # (B, classes)
             loss_sum += F.cross_entropy(logits, y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()
         model.train()
-        count = len(loader.labels)
-        return loss_sum.item() / count, correct.item() / count
+        # ddp: each rank validated its shard of the split; the sums are the whole split's.
+        loss, right, count = distributed.all_sum(
+            self.parts.world, [loss_sum.item(), correct.item(), len(loader.labels)]
+        )
+        return loss / count, right / count
+
+    def _gather_sums(self) -> None:
+        """ddp: rank 0 holds the training sums of all ranks, the others start again from 0."""
+        world, sums = self.parts.world, self.state.sums
+        if not world.joined:
+            return
+        sums.loss, sums.correct, count = distributed.all_sum(
+            world, [sums.loss, sums.correct, sums.count]
+        )
+        sums.count = int(count)
+        if not world.main:
+            self.state.sums = TrainSums()
 
     # -------------------------------------------------------------------- checkpoint
 
@@ -373,10 +404,20 @@ class Trainer:
                 f"the last good checkpoint (step {state.saved_step}) is kept in {self.run_dir}"
             )
         state.finished = finished
-        manifest = dict(self.manifest_base, metrics=self._figures())
-        runs.save_model(self.run_dir, model, manifest)
-        extra = {**state.to_dict(), "config": self.config.to_dict()}
-        runs.save_state(self.run_dir, self.parts.optimizer, extra, runs.capture_rng(), model=model)
+        world = self.parts.world
+        self._gather_sums()
+        distributed.sync_buffers(world, model)  # ddp: every rank holds what rank 0 saves
+        if finished and world.joined:  # ddp: the proof that the ranks ended with one model
+            self.manifest_base["distributed"]["weights_sha256"] = distributed.weight_digests(
+                world, model
+            )
+        if world.main:
+            manifest = dict(self.manifest_base, metrics=self._figures())
+            runs.save_model(self.run_dir, model, manifest)
+            extra = {**state.to_dict(), "config": self.config.to_dict(), "world_size": world.size}
+            rng = runs.capture_rng()
+            runs.save_state(self.run_dir, self.parts.optimizer, extra, rng, model=model)
+        distributed.wait(world)  # ddp: the others read the run only once it is written
         state.saved_step = state.step
 
     # -------------------------------------------------------------------- report

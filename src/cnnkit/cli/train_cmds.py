@@ -72,6 +72,9 @@ def register(subparsers) -> None:
     add("--device", metavar="DEV", help="auto (default), cpu, cuda or cuda:N")
     add("--precision", metavar="P", help=f"one of {', '.join(PRECISIONS)}")
     add("--compile", action="store_const", const=True, help="torch.compile the model")
+    # ddp: --nproc is how many processes train, not an option of the run (--resume takes it).
+    add("--nproc", type=int, metavar="N", help="train data-parallel in N processes (ranks)")
+    add("--sync-bn", action="store_const", const=True, help="batch norm over all ranks (ddp)")
     add("--out", metavar="DIR", help="the run directory (default runs/<model>-<data>)")
     add("--overwrite", action="store_const", const=True, help="replace a run at --out")
     add("--resume", metavar="RUN", help="continue an interrupted run exactly; takes no options")
@@ -128,26 +131,88 @@ def run_train(args: argparse.Namespace) -> int:
                 f"--resume continues with the run's own options; remove {names} "
                 f"(or start a new run with --out and those options)"
             )
+        nproc = args.nproc or _saved_world_size(args.resume)
+        if _launching(nproc):
+            return _launch(nproc, None, args.resume, args)
         return _train(lambda hooks: train.resume(args.resume, hooks), args)
     model = given.pop("model", None) or presets.DEFAULT_PRESET
     config = train.TrainConfig.for_model(model, quiet=args.quiet, **given)
+    if _launching(args.nproc):
+        return _launch(args.nproc, config, None, args)
     return _train(lambda hooks: train.fit(config, hooks), args)
 
 
+# ----------------------------------------------------------------------------- ddp: --nproc
+
+
+def _launching(nproc: int | None) -> bool:
+    """--nproc starts ranks, unless this process already is one (torchrun's)."""
+    import os
+
+    return nproc is not None and "RANK" not in os.environ and "TORCHELASTIC_RUN_ID" not in os.environ
+
+
+def _saved_world_size(run: str) -> int | None:
+    """The world size a run was trained with, so a bare --resume continues it alike."""
+    from cnnkit import runs
+
+    try:
+        ranks = int(runs.read_state(run).get("world_size", 1))
+    except Exception:  # resume() itself says what is wrong with the run
+        return None
+    return ranks if ranks > 1 else None
+
+
+def _launch(nproc: int, config: Any, resume: str | None, args: argparse.Namespace) -> int:
+    from cnnkit import distributed
+
+    distributed.check_nproc(nproc, config.device if config else "cpu")
+    options = config.to_dict() if config else None
+    code, line = distributed.launch(nproc, _worker, (options, resume, args.quiet, args.json))
+    if line:
+        print(f"cnnkit: error: {line}", file=sys.stderr)
+    return code
+
+
+def _worker(config: dict | None, resume: str | None, quiet: bool, json_lines: bool) -> None:
+    """One rank started by --nproc: what `torchrun -m cnnkit train` runs, from the options."""
+    from cnnkit import train
+    from cnnkit.errors import CnnkitError
+
+    args = argparse.Namespace(quiet=quiet, json=json_lines)
+    if resume is not None:
+        start = lambda hooks: train.resume(resume, hooks)  # noqa: E731
+    else:
+        start = lambda hooks: train.fit(train.TrainConfig(**config), hooks)  # noqa: E731
+    try:
+        code = _train(start, args)
+    except CnnkitError as error:
+        print(f"cnnkit: error: {error}", file=sys.stderr, flush=True)
+        code = 2
+    sys.exit(code)
+
+
 def _train(start: Any, args: argparse.Namespace) -> int:
-    from cnnkit import render_train
+    from cnnkit import distributed, render_train
     from cnnkit.train import TrainingInterrupted
 
+    main = distributed.env_world().main  # ddp: only rank 0 prints
     printer = _Printer(quiet=args.quiet, json_lines=args.json)
     try:
         result = start(printer.hooks())
     except TrainingInterrupted as interrupted:
         printer.end_bar()
-        print(f"cnnkit: {interrupted}", file=sys.stderr)
+        if main:
+            print(f"cnnkit: {interrupted}", file=sys.stderr)
         return 130
+    except distributed.PeerFailed as failed:  # ddp: the launcher names the rank that failed
+        if main:
+            print(f"cnnkit: error: {failed}", file=sys.stderr)
+        return distributed.PEER_EXIT
     finally:
         printer.end_bar()
-    printer.text(render_train.summary(result))
+    if main:
+        printer.text(render_train.summary(result))
     return 0
 
 
