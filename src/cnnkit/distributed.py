@@ -129,9 +129,7 @@ def check_gpus(ranks: int) -> None:
 def _init(world: World, backend: str) -> None:
     """init_process_group from the environment; a rendezvous that never completes is one line."""
     try:
-        dist.init_process_group(
-            backend, rank=world.rank, world_size=world.size, timeout=_timeout()
-        )
+        dist.init_process_group(backend, rank=world.rank, world_size=world.size, timeout=_timeout())
     except (RuntimeError, ValueError) as error:  # DistStoreError/DistNetworkError subclass these
         where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
         reason = str(error).strip().splitlines()[0][:80] if str(error).strip() else type(error)
@@ -205,6 +203,10 @@ def wrap(model: nn.Module, world: World, device: torch.device, sync_bn: bool) ->
     """`model` under DistributedDataParallel (batch norm synchronised with `sync_bn`)."""
     if not world.joined:
         return model
+    if sync_bn and device.type != "cuda":
+        raise ConfigError(
+            f"--sync-bn runs on GPUs only (torch's SyncBatchNorm), not on {device}; drop --sync-bn"
+        )
     if sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [device.index or 0] if device.type == "cuda" else None
@@ -229,6 +231,15 @@ def all_sum(world: World, values: Sequence[float]) -> list[float]:
     return tensor.tolist()
 
 
+def sum_to_rank_zero(world: World, values: Sequence[float]) -> list[float]:
+    """The sums over the ranks on rank 0, zeros on the others: sums that rank 0 saves and a
+    resume gives to every rank still add up to the totals."""
+    if not world.joined:
+        return list(values)
+    totals = all_sum(world, values)
+    return totals if world.main else [0.0] * len(totals)
+
+
 def sync_buffers(world: World, model: nn.Module) -> None:
     """Give every rank rank 0's buffers (batch-norm running statistics), as DDP does before
     each training forward: before validating and saving, so all ranks hold what is saved."""
@@ -236,6 +247,13 @@ def sync_buffers(world: World, model: nn.Module) -> None:
         return
     for buffer in model.buffers():
         _collective(world, dist.broadcast, buffer, 0)
+
+
+def summary(world: World, model: nn.Module) -> dict[str, Any]:
+    """What the manifest records: world size, backend, and each rank's weight digest."""
+    if not world.joined:
+        return world.describe()
+    return {**world.describe(), "weights_sha256": weight_digests(world, model)}
 
 
 def weight_digests(world: World, model: nn.Module) -> list[str]:
@@ -260,13 +278,18 @@ def _collective(world: World, operation: Any, *args: Any) -> None:
 # ----------------------------------------------------------------------------- --nproc
 
 
-def check_nproc(nproc: int, device: str) -> None:
+def check_nproc(nproc: int, device: str, sync_bn: bool = False) -> None:
     """Refuse --nproc 0, more CPU ranks than cores, more CUDA ranks than GPUs."""
     if not isinstance(nproc, int) or nproc < 1:
         raise ConfigError(f"--nproc must be a whole number >= 1 (processes), got {nproc!r}")
     if _wants_cuda(device):
         check_gpus(nproc)
         return
+    if sync_bn:
+        raise ConfigError(
+            f"--sync-bn runs on GPUs only (torch's SyncBatchNorm), not with --device {device}; "
+            f"drop --sync-bn"
+        )
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if nproc > (cores or 1):
         # Refused, not warned: a rank per core already runs one thread each; more ranks than

@@ -254,11 +254,9 @@ class Trainer:
             logits = self.parts.forward(x)  # (B, classes)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
-        world = self.parts.world
-        if world.joined:  # ddp: DDP's mean of the ranks' gradients is the global batch's
-            (loss * distributed.loss_weight(world, len(y), config.batch_size)).backward()
-        else:
-            loss.backward()
+        # ddp: the weight makes DDP's mean of the ranks' gradients the global batch's (1.0, an
+        # exact no-op, for one process)
+        (loss * distributed.loss_weight(self.parts.world, len(y), config.batch_size)).backward()
         optimizer.step()
         self.state.step += 1
         correct = (logits.argmax(1) == y).sum()
@@ -378,15 +376,11 @@ class Trainer:
 
     def _gather_sums(self) -> None:
         """ddp: rank 0 holds the training sums of all ranks, the others start again from 0."""
-        world, sums = self.parts.world, self.state.sums
-        if not world.joined:
-            return
-        sums.loss, sums.correct, count = distributed.all_sum(
-            world, [sums.loss, sums.correct, sums.count]
+        sums = self.state.sums
+        loss, correct, count = distributed.sum_to_rank_zero(
+            self.parts.world, [sums.loss, sums.correct, sums.count]
         )
-        sums.count = int(count)
-        if not world.main:
-            self.state.sums = TrainSums()
+        self.state.sums = TrainSums(loss, correct, int(count))
 
     # -------------------------------------------------------------------- checkpoint
 
@@ -407,10 +401,8 @@ class Trainer:
         world = self.parts.world
         self._gather_sums()
         distributed.sync_buffers(world, model)  # ddp: every rank holds what rank 0 saves
-        if finished and world.joined:  # ddp: the proof that the ranks ended with one model
-            self.manifest_base["distributed"]["weights_sha256"] = distributed.weight_digests(
-                world, model
-            )
+        if finished:  # ddp: the proof that the ranks ended with one model
+            self.manifest_base["distributed"] = distributed.summary(world, model)
         if world.main:
             manifest = dict(self.manifest_base, metrics=self._figures())
             runs.save_model(self.run_dir, model, manifest)

@@ -149,7 +149,9 @@ def _launching(nproc: int | None) -> bool:
     """--nproc starts ranks, unless this process already is one (torchrun's)."""
     import os
 
-    return nproc is not None and "RANK" not in os.environ and "TORCHELASTIC_RUN_ID" not in os.environ
+    return (
+        nproc is not None and "RANK" not in os.environ and "TORCHELASTIC_RUN_ID" not in os.environ
+    )
 
 
 def _saved_world_size(run: str) -> int | None:
@@ -166,7 +168,7 @@ def _saved_world_size(run: str) -> int | None:
 def _launch(nproc: int, config: Any, resume: str | None, args: argparse.Namespace) -> int:
     from cnnkit import distributed
 
-    distributed.check_nproc(nproc, config.device if config else "cpu")
+    distributed.check_nproc(nproc, *((config.device, config.sync_bn) if config else ("cpu",)))
     options = config.to_dict() if config else None
     code, line = distributed.launch(nproc, _worker, (options, resume, args.quiet, args.json))
     if line:
