@@ -23,7 +23,11 @@ ALLOWED_FUNCTIONS = {
     # TODO(issue 9): 79 lines; pending edits to its macro averages.
     "metrics.py:classification_report": "h-evalruns",
 }
-ALLOWED_MODULES: dict[str, str] = {}
+ALLOWED_MODULES: dict[str, str] = {
+    # TODO(issue 14): 480 lines after ddp's small hunks, while other helpers edit the loop too;
+    # split the report section (Start/Progress/_report_*/_figures) out once their merges are in.
+    "train_loop.py": "h-ddp",
+}
 
 
 def _functions(tree: ast.Module) -> list[tuple[str, int]]:

@@ -132,7 +132,7 @@ def run_train(args: argparse.Namespace) -> int:
                 f"(or start a new run with --out and those options)"
             )
         nproc = args.nproc or _saved_world_size(args.resume)
-        if _launching(nproc):
+        if nproc is not None and _launching(nproc):
             return _launch(nproc, None, args.resume, args)
         return _train(lambda hooks: train.resume(args.resume, hooks), args)
     model = given.pop("model", None) or presets.DEFAULT_PRESET
@@ -185,7 +185,7 @@ def _worker(config: dict | None, resume: str | None, quiet: bool, json_lines: bo
     if resume is not None:
         start = lambda hooks: train.resume(resume, hooks)  # noqa: E731
     else:
-        start = lambda hooks: train.fit(train.TrainConfig(**config), hooks)  # noqa: E731
+        start = lambda hooks: train.fit(train.TrainConfig(**(config or {})), hooks)  # noqa: E731
     try:
         code = _train(start, args)
     except CnnkitError as error:
