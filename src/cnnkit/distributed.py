@@ -308,7 +308,10 @@ def launch(nproc: int, worker: Any, args: tuple[Any, ...]) -> tuple[int, str | N
 
     # torchrun's default too: one thread per rank, so ranks do not oversubscribe the cores.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    # The agent's own log lines (stopping the other ranks, the failure's traceback) would bury
+    # the one line below.
+    for name in ("torch.distributed.elastic", "torch.multiprocessing"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     config = LaunchConfig(
         min_nodes=1,
         max_nodes=1,

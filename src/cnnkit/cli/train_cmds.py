@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -147,8 +148,6 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _launching(nproc: int | None) -> bool:
     """--nproc starts ranks, unless this process already is one (torchrun's)."""
-    import os
-
     return (
         nproc is not None and "RANK" not in os.environ and "TORCHELASTIC_RUN_ID" not in os.environ
     )
@@ -207,8 +206,8 @@ def _train(start: Any, args: argparse.Namespace) -> int:
         if main:
             print(f"cnnkit: {interrupted}", file=sys.stderr)
         return 130
-    except distributed.PeerFailed as failed:  # ddp: the launcher names the rank that failed
-        if main:
+    except distributed.PeerFailed as failed:
+        if main and "TORCHELASTIC_RUN_ID" not in os.environ:  # ddp: else the launcher names it
             print(f"cnnkit: error: {failed}", file=sys.stderr)
         return distributed.PEER_EXIT
     finally:
