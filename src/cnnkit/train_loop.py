@@ -362,9 +362,12 @@ class Trainer:
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.long, device=device)
         distributed.sync_buffers(self.parts.world, model)  # ddp: rank 0's batch-norm statistics
+        # ddp: the module itself, as DDP's first forward after training syncs buffers, a collective
+        # that ranks with different numbers of validation batches would not match
+        forward = model if self.parts.world.joined else self.parts.forward
         for x, y in loader.epoch(0):
             with self.parts.autocast:
-                logits = self.parts.forward(x).float()  # (B, classes)
+                logits = forward(x).float()  # (B, classes)
             loss_sum += F.cross_entropy(logits, y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()
         model.train()
