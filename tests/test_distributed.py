@@ -257,3 +257,24 @@ def test_ranks_with_other_options_are_refused_by_rank_zero(tmp_path):
     assert "rank 1 runs other code or options than rank 0" in err0
     assert ranks[1].returncode == distributed.PEER_EXIT and err1 == ""
     assert not Path(out).exists()
+
+
+@pytest.mark.slow
+def test_fit_from_python_inside_torchrun_workers(tmp_path):
+    script = tmp_path / "worker.py"
+    out = tmp_path / "run"
+    script.write_text(
+        "import os\n"
+        "from cnnkit.train import TrainConfig, fit\n"
+        f"config = TrainConfig(data='mnist-mini', epochs=1, batch_size=512, val='test', out={str(out)!r})\n"
+        "result = fit(config)\n"
+        "print(os.environ['RANK'], result.final_val_acc, result.manifest['distributed']['world_size'])\n"
+    )
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    done = subprocess.run(
+        [*torchrun, str(script)], env=_env(), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    rows = sorted(line.split() for line in done.stdout.strip().splitlines())
+    assert [row[0] for row in rows] == ["0", "1"] and rows[0][1:] == rows[1][1:], rows
+    assert rows[0][2] == "2" and (out / "model.safetensors").is_file()
