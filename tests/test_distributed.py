@@ -268,7 +268,10 @@ def test_fit_from_python_inside_torchrun_workers(tmp_path):
         "from cnnkit.train import TrainConfig, fit\n"
         f"config = TrainConfig(data='mnist-mini', epochs=1, batch_size=512, val='test', out={str(out)!r})\n"
         "result = fit(config)\n"
-        "print(os.environ['RANK'], result.final_val_acc, result.manifest['distributed']['world_size'])\n"
+        # one write per rank, under PIPE_BUF, so the ranks' lines cannot interleave
+        "dist = result.manifest['distributed']\n"
+        'line = f\'{os.environ["RANK"]} {result.final_val_acc} {dist["world_size"]}\\n\'\n'
+        "os.write(1, line.encode())\n"
     )
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
     done = subprocess.run(
