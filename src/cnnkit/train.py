@@ -32,9 +32,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnkit import budgets, presets, runs, transfer
+from cnnkit import budgets, distributed, presets, runs, transfer
 from cnnkit.data import DeviceLoader, Split, channel_stats, parse_augment, shaped
 from cnnkit.data import split_validation as split_validation_
+from cnnkit.data.dataset import shard_split
 from cnnkit.data.sources import open_source, source_folder
 from cnnkit.devices import thread_count
 from cnnkit.errors import CheckpointError, CnnkitError, DataError
@@ -112,36 +113,53 @@ def resume(
         )
     threads = threads if threads is not None else saved.get("threads")
     config = TrainConfig(**{**saved, "out": str(path), "overwrite": False, "threads": threads})
+    # ddp: the batch shards and the saved RNG are those of the run's world size.
+    ranks, now = int(state.get("world_size", 1)), distributed.env_world().size
+    if ranks != now:
+        raise CheckpointError(
+            f"{path} was trained by {ranks} rank(s), this resume runs {now}; resume it with "
+            f"--nproc {ranks} (or torchrun --nproc-per-node {ranks}) for an exact continuation"
+        )
     return _run(config, hooks or Hooks(), resume_from=path)
 
 
 def _run(config: TrainConfig, hooks: Hooks, resume_from: Path | None) -> FitResult:
-    """Prepare the run directory and the data, then train with the torch RNG forked."""
+    """Join torchrun's ranks (if any), check they agree, then train this rank."""
+    with distributed.joined(config.device) as world:
+        distributed.check_same(world, config.to_dict())
+        return _run_rank(config, hooks, resume_from, world)
+
+
+def _run_rank(
+    config: TrainConfig, hooks: Hooks, resume_from: Path | None, world: distributed.World
+) -> FitResult:
+    """Prepare the run directory (rank 0) and the data, then train with the torch RNG forked."""
     started = time.perf_counter()
     created, auto_notes = False, list[str]()
     if resume_from is None:
         config, auto_notes = _resolve_auto(config)
-        out = Path(config.out or default_out(config))
-        if config.from_run is None:
-            _resolve_spec(config)  # a bad --model fails before any directory is touched
-        else:
-            runs.read_manifest(config.from_run)  # as a bad --from does
-        created = not out.exists()
-        run_dir = runs.prepare_run_dir(out, overwrite=config.overwrite)
-        config = dataclasses.replace(config, out=str(out))
-    else:
-        run_dir = resume_from
+    run_dir = resume_from or Path(config.out or default_out(config))
     try:
-        setup = _prepare(config, resume_from)
+        with distributed.rank_zero_first(world):  # ddp: only rank 0 prepares the directory
+            if resume_from is None:
+                if config.from_run is None:
+                    _resolve_spec(config)  # a bad --model fails before any directory is touched
+                else:
+                    runs.read_manifest(config.from_run)  # as a bad --from does
+                created = world.main and not run_dir.exists()
+                if world.main:
+                    runs.prepare_run_dir(run_dir, overwrite=config.overwrite)
+                config = dataclasses.replace(config, out=str(run_dir))
+            setup = _prepare(config, resume_from)
         setup.notes[:0] = auto_notes
-        device = _device(config)
+        device = _device(config, world)
         devices = [device.index or 0] if device.type == "cuda" else []
         with (
             torch.random.fork_rng(devices=devices),
             _catch_sigint() as interrupted,
             thread_count(config.threads),
         ):
-            parts, data_s = _build(setup, config, device)
+            parts, data_s = _build(setup, config, device, world)
             timing = {"data_s": round(data_s, 3)}
             total = None
             if config.time is not None and resume_from is None:
@@ -158,19 +176,26 @@ def _run(config: TrainConfig, hooks: Hooks, resume_from: Path | None) -> FitResu
         raise
 
 
-def _build(setup: Setup, config: TrainConfig, device: torch.device) -> tuple[Parts, float]:
+def _build(
+    setup: Setup, config: TrainConfig, device: torch.device, world: distributed.World
+) -> tuple[Parts, float]:
     """The model, loaders and optimizer, in the order that fixes the RNG; and the data seconds."""
     torch.manual_seed(config.seed)
     model = build_model(setup.spec, config.seed, device, config.channels_last)
     _transfer(setup, config, model)
     loader_started = time.perf_counter()
-    train_loader, val_loader = _loaders(setup, config, device)
+    train_loader, val_loader = _loaders(setup, config, device, world)
     data_s = setup.data_s + time.perf_counter() - loader_started
+    # ddp: DDP all-reduces the gradients in backward; `model` stays the module that is saved.
+    trained = distributed.wrap(model, world, device, config.sync_bn)
+    model = getattr(trained, "module", trained)
     optimizer = _optimizer(config, model)
-    forward = torch.compile(model) if config.compile else model
+    forward = torch.compile(trained) if config.compile else trained
     precision = _precision(config, device)
     autocast = _autocast(device, precision)
-    parts = Parts(model, forward, optimizer, train_loader, val_loader, device, precision, autocast)
+    parts = Parts(
+        model, forward, optimizer, train_loader, val_loader, device, precision, autocast, world
+    )
     return parts, data_s
 
 
@@ -359,10 +384,13 @@ def _transfer(setup: Setup, config: TrainConfig, model: nn.Module) -> None:
         setup.notes.append(transfer.describe(setup.lineage))
 
 
-def _device(config: TrainConfig) -> torch.device:
+def _device(config: TrainConfig, world: distributed.World) -> torch.device:
     from cnnkit.devices import resolve_device
 
-    return resolve_device(config.device)
+    device = resolve_device(config.device)
+    if world.backend == "nccl":  # ddp: one GPU per rank on its machine
+        return torch.device("cuda", world.local_rank)
+    return device
 
 
 def _precision(config: TrainConfig, device: torch.device) -> str:
@@ -383,7 +411,7 @@ def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
 
 
 def _loaders(
-    setup: Setup, config: TrainConfig, device: torch.device
+    setup: Setup, config: TrainConfig, device: torch.device, world: distributed.World
 ) -> tuple[DeviceLoader, DeviceLoader | None]:
     """The shuffled, augmented training batches and the plain validation batches, on `device`."""
     train = DeviceLoader(
@@ -396,11 +424,13 @@ def _loaders(
         seed=config.seed,
         channels_last=config.channels_last,
         data_memory=config.data_memory,
+        rank=world.rank,  # ddp: this rank's shard of every global batch
+        world_size=world.size,
     )
     if setup.val is None:
         return train, None
     val = DeviceLoader(
-        setup.val,
+        shard_split(setup.val, world.rank, world.size),  # ddp: counts are summed over ranks
         batch_size=1024,
         device=device,
         mean=setup.mean,

@@ -67,6 +67,10 @@ class TrainConfig:
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 on cuda, fp32 on cpu) | fp32 | bf16
     compile: bool = False  # torch.compile the model (slow start, faster steps on GPUs)
+    # ddp: batch norm over the global batch, not each rank's shard; unmeasured, so off (DDP's
+    # default): it costs one all-reduce per BN layer per step, and shards of >= 32 images
+    # normalise nearly as the whole batch does.
+    sync_bn: bool = False
     out: str | None = None  # run directory (None: runs/<model>-<data>)
     overwrite: bool = False  # replace an existing run at `out`
     quiet: bool = False  # no download progress

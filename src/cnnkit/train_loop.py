@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnkit import runs
+from cnnkit import distributed, runs
 from cnnkit.errors import CheckpointError, ConfigError
 from cnnkit.plan import Plan, plan
 from cnnkit.render_train import fit_result_line
@@ -140,6 +140,7 @@ class Parts:
     device: torch.device
     precision: str  # fp32 | bf16
     autocast: Any  # bf16 autocast, or a context that does nothing
+    world: distributed.World = field(default_factory=distributed.World)  # ddp: this rank
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -159,6 +160,8 @@ class Trainer:
         timing: dict[str, float],  # seconds spent before the loop: "data_s", then "setup_s"
         total_steps: int | None = None,  # --time: the steps that fit (None: epochs' steps)
     ) -> None:
+        # ddp: only rank 0 reports, so progress is printed once.
+        hooks = hooks if parts.world.main else Hooks()
         self.config, self.hooks, self.run_dir, self.setup = config, hooks, run_dir, setup
         self.parts, self.interrupted, self.timing = parts, interrupted, timing
         self.state = TrainState(total_steps=total_steps)
@@ -185,6 +188,7 @@ class Trainer:
             train_config=config.to_dict(),
             lineage=setup.lineage,
         )
+        self.manifest_base["distributed"] = parts.world.describe()  # ddp: world size, backend
 
     def restore(self) -> None:
         """Continue from the run's checkpoint: weights, optimizer, RNG and the TrainState."""
@@ -192,6 +196,8 @@ class Trainer:
         runs.restore_rng(saved["tensors"])
         self.state = TrainState.from_dict(saved)
         self.total = self.state.total_steps or self.total
+        if not self.parts.world.main:  # ddp: rank 0 saved the sums of all ranks
+            self.state.sums = TrainSums()
         if self.state.step >= self.total or self.state.finished:
             raise CheckpointError(
                 f"{self.run_dir} already finished at step {self.state.step} of {self.total}; "
@@ -239,7 +245,9 @@ class Trainer:
             logits = self.parts.forward(x)  # (B, classes)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # ddp: the weight makes DDP's mean of the ranks' gradients the global batch's (1.0, an
+        # exact no-op, for one process)
+        (loss * distributed.loss_weight(self.parts.world, len(y), config.batch_size)).backward()
         optimizer.step()
         self.state.step += 1
         correct = (logits.argmax(1) == y).sum()
@@ -261,6 +269,10 @@ class Trainer:
             or (every is not None and state.step % every == 0)
             or (every is None and now - self.last_save > CHECKPOINT_SECONDS)
         )
+        if self.parts.world.joined:  # ddp: every rank saves (and stops) when any rank would
+            save, stop = distributed.any_rank(self.parts.world, save, self.interrupted.is_set())
+            if stop:
+                self.interrupted.set()
         if len(self.pending) >= self.sync_every or evaluate or save:
             self._flush(lr)
             if self.hooks.on_step and (now - self.last_report > REPORT_SECONDS or end_of_epoch):
@@ -315,6 +327,7 @@ class Trainer:
 
     def _evaluate(self, epoch: float, lr: float) -> dict[str, Any]:
         """Validate, log the record (metrics.jsonl, hook) and keep the best accuracy."""
+        self._gather_sums()
         state, sums = self.state, self.state.sums
         val_loss, val_acc = self._validate()
         record = {
@@ -361,14 +374,29 @@ class Trainer:
         model.eval()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.long, device=device)
+        distributed.sync_buffers(self.parts.world, model)  # ddp: rank 0's batch-norm statistics
+        # ddp: the module itself, as DDP's first forward after training syncs buffers, a collective
+        # that ranks with different numbers of validation batches would not match
+        forward = model if self.parts.world.joined else self.parts.forward
         for x, y in loader.epoch(0):
             with self.parts.autocast:
-                logits = self.parts.forward(x).float()  # (B, classes)
+                logits = forward(x).float()  # (B, classes)
             loss_sum += F.cross_entropy(logits, y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()
         model.train()
-        count = len(loader.labels)
-        return loss_sum.item() / count, correct.item() / count
+        # ddp: each rank validated its shard of the split; the sums are the whole split's.
+        loss, right, count = distributed.all_sum(
+            self.parts.world, [loss_sum.item(), correct.item(), len(loader.labels)]
+        )
+        return loss / count, right / count
+
+    def _gather_sums(self) -> None:
+        """ddp: rank 0 holds the training sums of all ranks, the others start again from 0."""
+        sums = self.state.sums
+        loss, correct, count = distributed.sum_to_rank_zero(
+            self.parts.world, [sums.loss, sums.correct, sums.count]
+        )
+        self.state.sums = TrainSums(loss, correct, int(count))
 
     # -------------------------------------------------------------------- checkpoint
 
@@ -386,10 +414,18 @@ class Trainer:
                 f"the last good checkpoint (step {state.saved_step}) is kept in {self.run_dir}"
             )
         state.finished = finished
-        manifest = dict(self.manifest_base, metrics=self._figures())
-        runs.save_model(self.run_dir, model, manifest)
-        extra = {**state.to_dict(), "config": self.config.to_dict()}
-        runs.save_state(self.run_dir, self.parts.optimizer, extra, runs.capture_rng(), model=model)
+        world = self.parts.world
+        self._gather_sums()
+        distributed.sync_buffers(world, model)  # ddp: every rank holds what rank 0 saves
+        if finished:  # ddp: the proof that the ranks ended with one model
+            self.manifest_base["distributed"] = distributed.summary(world, model)
+        if world.main:
+            manifest = dict(self.manifest_base, metrics=self._figures())
+            runs.save_model(self.run_dir, model, manifest)
+            extra = {**state.to_dict(), "config": self.config.to_dict(), "world_size": world.size}
+            rng = runs.capture_rng()
+            runs.save_state(self.run_dir, self.parts.optimizer, extra, rng, model=model)
+        distributed.wait(world)  # ddp: the others read the run only once it is written
         state.saved_step = state.step
 
     # -------------------------------------------------------------------- report

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -101,6 +102,9 @@ def _run_options(add: Any) -> None:
     add("--device", metavar="DEV", help="auto (default), cpu, cuda or cuda:N")
     add("--precision", metavar="P", help=f"one of {', '.join(PRECISIONS)}")
     add("--compile", action="store_const", const=True, help="torch.compile the model")
+    # ddp: --nproc is how many processes train, not an option of the run (--resume takes it).
+    add("--nproc", type=int, metavar="N", help="train data-parallel in N processes (ranks)")
+    add("--sync-bn", action="store_const", const=True, help="batch norm over all ranks (ddp)")
     add("--out", metavar="DIR", help="the run directory (default runs/<model>-<data>)")
     add("--overwrite", action="store_const", const=True, help="replace a run at --out")
     add("--resume", metavar="RUN", help="continue an interrupted run exactly; takes no options")
@@ -167,6 +171,9 @@ def run_train(args: argparse.Namespace) -> int:
                 f"--resume continues with the run's own options; remove {names} "
                 f"(or start a new run with --out and those options)"
             )
+        nproc = args.nproc or _saved_world_size(args.resume)
+        if nproc is not None and _launching(nproc):
+            return _launch(nproc, None, args.resume, args)
         return _train(lambda hooks: train.resume(args.resume, hooks, args.threads), args)
     model, from_run = transfer.model_and_source(
         given.pop("model", None), given.pop("from_run", None)
@@ -174,6 +181,8 @@ def run_train(args: argparse.Namespace) -> int:
     config = train.TrainConfig.for_model(
         model, quiet=args.quiet, threads=args.threads, from_run=from_run, **given
     )
+    if _launching(args.nproc):
+        return _launch(args.nproc, config, None, args)
     return _train(lambda hooks: train.fit(config, hooks), args)
 
 
@@ -182,31 +191,88 @@ def _flag(name: str) -> str:
     return "--" + {"from_run": "from"}.get(name, name).replace("_", "-")
 
 
+# ----------------------------------------------------------------------------- ddp: --nproc
+
+
+def _launching(nproc: int | None) -> bool:
+    """--nproc starts ranks, unless this process already is one (torchrun's)."""
+    return (
+        nproc is not None and "RANK" not in os.environ and "TORCHELASTIC_RUN_ID" not in os.environ
+    )
+
+
+def _saved_world_size(run: str) -> int | None:
+    """The world size a run was trained with, so a bare --resume continues it alike."""
+    from cnnkit import runs
+
+    try:
+        ranks = int(runs.read_state(run).get("world_size", 1))
+    except Exception:  # resume() itself says what is wrong with the run
+        return None
+    return ranks if ranks > 1 else None
+
+
+def _launch(nproc: int, config: Any, resume: str | None, args: argparse.Namespace) -> int:
+    from cnnkit import distributed
+
+    distributed.check_nproc(nproc, *((config.device, config.sync_bn) if config else ("cpu",)))
+    options = config.to_dict() if config else None
+    code, line = distributed.launch(nproc, _worker, (options, resume, args.quiet, args.json))
+    if line:
+        print(f"cnnkit: error: {line}", file=sys.stderr)
+    return code
+
+
+def _worker(config: dict | None, resume: str | None, quiet: bool, json_lines: bool) -> None:
+    """One rank started by --nproc: what `torchrun -m cnnkit train` runs, from the options."""
+    from cnnkit import train
+    from cnnkit.errors import CnnkitError
+
+    args = argparse.Namespace(quiet=quiet, json=json_lines, serve=None, peak_tflops=None)
+    if resume is not None:
+        start = lambda hooks: train.resume(resume, hooks)  # noqa: E731
+    else:
+        start = lambda hooks: train.fit(train.TrainConfig(**(config or {})), hooks)  # noqa: E731
+    try:
+        code = _train(start, args)
+    except CnnkitError as error:
+        print(f"cnnkit: error: {error}", file=sys.stderr, flush=True)
+        code = 2
+    sys.exit(code)
+
+
 def _train(start: Any, args: argparse.Namespace) -> int:
-    from cnnkit import render_train
+    from cnnkit import distributed, render_train
     from cnnkit.train import TrainingInterrupted
 
-    printer = _Printer(quiet=args.quiet, json_lines=args.json, serve=args.serve)
+    main = distributed.env_world().main  # ddp: only rank 0 prints (and serves)
+    printer = _Printer(quiet=args.quiet, json_lines=args.json, serve=args.serve if main else None)
     try:
         result = start(printer.hooks())
     except TrainingInterrupted as interrupted:
         printer.end_bar()
-        print(f"cnnkit: {interrupted}", file=sys.stderr)
+        if main:
+            print(f"cnnkit: {interrupted}", file=sys.stderr)
         return 130
+    except distributed.PeerFailed as failed:
+        if main and "TORCHELASTIC_RUN_ID" not in os.environ:  # ddp: else the launcher names it
+            print(f"cnnkit: error: {failed}", file=sys.stderr)
+        return distributed.PEER_EXIT
     finally:
         printer.end_bar()
-    printer.text(render_train.summary(result))
-    for warning in result.summary.get("warnings") or []:
-        print(f"warning: {warning}", file=sys.stderr, flush=True)
-    from cnnkit.cuda_recipe import summary_mfu_line
+    if main:
+        printer.text(render_train.summary(result))
+        for warning in result.summary.get("warnings") or []:
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
+        from cnnkit.cuda_recipe import summary_mfu_line
 
-    mfu = summary_mfu_line(result, args.peak_tflops)  # None on the CPU
-    if mfu:
-        printer.text(mfu)
-    if printer.server is not None:  # the explorer stays up on the trained model until Ctrl-C
-        printer.text(f"training finished; the explorer stays at {printer.url} until Ctrl-C")
-        with contextlib.suppress(KeyboardInterrupt):
-            printer.server.join()
+        mfu = summary_mfu_line(result, args.peak_tflops)  # None on the CPU
+        if mfu:
+            printer.text(mfu)
+        if printer.server is not None:  # the explorer stays up on the trained model until Ctrl-C
+            printer.text(f"training finished; the explorer stays at {printer.url} until Ctrl-C")
+            with contextlib.suppress(KeyboardInterrupt):
+                printer.server.join()
     return 0
 
 
