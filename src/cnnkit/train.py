@@ -32,11 +32,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnkit import presets, runs, transfer
+from cnnkit import presets, runs, train_loop, transfer
+from cnnkit.cuda_recipe import check_batch_fits, cuda_recipe, cuda_speedups, eval_batch_size
 from cnnkit.data import DeviceLoader, Split, channel_stats, parse_augment, shaped
 from cnnkit.data import split_validation as split_validation_
 from cnnkit.data.sources import open_source, source_folder
-from cnnkit.devices import thread_count
+from cnnkit.devices import resolve_device, resolve_precision, thread_count
 from cnnkit.errors import CheckpointError, CnnkitError
 from cnnkit.spec import Spec, from_dict, parse_shape
 from cnnkit.train_config import (
@@ -119,6 +120,8 @@ def _run(config: TrainConfig, hooks: Hooks, resume_from: Path | None) -> FitResu
     created, auto_notes = False, list[str]()
     if resume_from is None:
         config, auto_notes = _resolve_auto(config)
+        if train_loop.on_gpu(device := _device(config)):
+            config = cuda_recipe(config, device)  # before the run saves it; a resume keeps it
         out = Path(config.out or default_out(config))
         if config.from_run is None:
             _resolve_spec(config)  # a bad --model fails before any directory is touched
@@ -138,8 +141,13 @@ def _run(config: TrainConfig, hooks: Hooks, resume_from: Path | None) -> FitResu
             torch.random.fork_rng(devices=devices),
             _catch_sigint() as interrupted,
             thread_count(config.threads),
+            cuda_speedups(device),
         ):
             parts, data_s = _build(setup, config, device)
+            if resume_from is None and train_loop.on_gpu(device):
+                # One line naming a batch that fits, before the step-0 checkpoint saves anything.
+                batch = (parts.model, config.batch_size, setup.spec.input_shape)  # (H, W, C)
+                check_batch_fits(*batch, device, parts.autocast, config.channels_last)
             timing = {"data_s": round(data_s, 3)}
             total = None
             if config.time is not None and resume_from is None:
@@ -351,14 +359,10 @@ def _transfer(setup: Setup, config: TrainConfig, model: nn.Module) -> None:
 
 
 def _device(config: TrainConfig) -> torch.device:
-    from cnnkit.devices import resolve_device
-
     return resolve_device(config.device)
 
 
 def _precision(config: TrainConfig, device: torch.device) -> str:
-    from cnnkit.devices import resolve_precision
-
     return resolve_precision(config.precision, device)
 
 
@@ -392,7 +396,7 @@ def _loaders(
         return train, None
     val = DeviceLoader(
         setup.val,
-        batch_size=1024,
+        batch_size=eval_batch_size(device),  # 1024 on the CPU, as before
         device=device,
         mean=setup.mean,
         std=setup.std,

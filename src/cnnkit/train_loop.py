@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnkit import runs
+from cnnkit import cuda_recipe, runs
 from cnnkit.errors import CheckpointError, ConfigError
 from cnnkit.plan import plan
 from cnnkit.train_config import TrainConfig, ending_warnings, learning_rate
@@ -40,6 +40,12 @@ if TYPE_CHECKING:  # cnnkit.train imports this module
 CHECKPOINT_SECONDS = 10.0  # without checkpoint_every, state is saved after ~this much training
 BEST_WEIGHTS = "best.safetensors"  # --patience: the best weights so far, in the state folder
 REPORT_SECONDS = 0.1  # the progress hook is called at most this often (and at each epoch's end)
+
+
+def on_gpu(device: torch.device) -> bool:
+    """Whether fit() takes the CUDA recipe (cnnkit.cuda_recipe) on `device`: the one test of it,
+    so the CPU tests can monkeypatch it and run the CUDA path's code on the CPU."""
+    return device.type == "cuda"
 
 
 # ----------------------------------------------------------------------------- state
@@ -87,9 +93,15 @@ class Trainer:
         every = config.eval_every or (0.2 if config.target_acc else 1.0)
         self.eval_steps = max(1, round(every * self.steps_per_epoch))
         # One .item() per step costs nothing on the CPU; on CUDA it stalls the queue, so losses
-        # are collected on the device and checked in groups.
+        # and accuracies are summed on the device and read when the loop evaluates or saves.
         self.sync_every = 1 if parts.device.type == "cpu" else 25
         self.pending: list[tuple[torch.Tensor, torch.Tensor, int]] = []  # loss, correct, n
+        gpu = on_gpu(parts.device)
+        self.device_metrics = cuda_recipe.DeviceMetrics(parts.device) if gpu else None
+        self.read_step = 0  # the last step whose loss was read (DeviceMetrics)
+        self.eval_s = (
+            0.0  # seconds of this call spent validating (step_images_per_s leaves them out)
+        )
         self.start_step, self.start_elapsed = 0, 0.0  # where this call began (for images/s)
         self.clock = self.last_save = time.perf_counter()  # elapsed_s counts from `clock`
         self.last_report = 0.0
@@ -125,6 +137,7 @@ class Trainer:
         """The loop: report the start, then step until the end, the target or Ctrl-C."""
         state = self.state
         self.start_step, self.start_elapsed = state.step, state.elapsed_s
+        self.read_step = state.step
         self._report_start()
         if fresh:
             self._checkpoint()  # step 0: the directory is a run, resumable, from the start
@@ -159,6 +172,9 @@ class Trainer:
         loss.backward()
         optimizer.step()
         self.state.step += 1
+        if self.device_metrics is not None:
+            self.device_metrics.add(loss, logits, y)  # no host sync: read by `_flush`
+            return lr
         correct = (logits.argmax(1) == y).sum()
         self.pending.append((loss.detach(), correct, len(y)))
         return lr
@@ -211,6 +227,9 @@ class Trainer:
 
     def _flush(self, lr: float) -> None:
         """Move the pending losses to the host; stop at the first one that is not finite."""
+        if self.device_metrics is not None:
+            self._read_device_metrics()
+            return
         pending, self.pending = self.pending, []
         losses = torch.stack([loss for loss, _, _ in pending]).tolist()
         corrects = torch.stack([c for _, c, _ in pending]).tolist()
@@ -228,11 +247,26 @@ class Trainer:
             sums.correct += correct
             sums.count += n
 
+    def _read_device_metrics(self) -> None:
+        """CUDA: add the device's sums since the last read; stop if a loss in them was not finite."""
+        sums = self.device_metrics.read()  # type: ignore[union-attr]  # the one host sync
+        first, self.read_step = self.read_step + 1, self.state.step
+        if not sums.finite:
+            raise ConfigError(
+                f"steps {first}-{self.state.step}: the loss became nan or inf; lower --lr (now "
+                f"{self.config.lr:g}); the last good checkpoint (step {self.state.saved_step}) "
+                f"is kept in {self.run_dir}"
+            )
+        self.state.sums.loss += sums.loss * sums.count
+        self.state.sums.correct += round(sums.accuracy * sums.count)
+        self.state.sums.count += sums.count
+
     # -------------------------------------------------------------------- evaluate
 
     def _evaluate(self, epoch: float, lr: float) -> dict[str, Any]:
         """Validate, log the record (metrics.jsonl, hook) and keep the best accuracy."""
         state, sums = self.state, self.state.sums
+        began = time.perf_counter()
         val_loss, val_acc = self._validate()
         record = {
             "epoch": round(epoch, 4),
@@ -252,6 +286,7 @@ class Trainer:
         else:
             state.stale += 1
         self._tick()
+        self.eval_s += self.clock - began
         record["elapsed_s"] = round(state.elapsed_s, 3)
         self.metrics.append(record)
         runs.append_metrics(self.run_dir, record)
@@ -276,6 +311,10 @@ class Trainer:
         """(mean loss, accuracy) over the validation split."""
         model, loader, device = self.parts.model, self.parts.val_loader, self.parts.device
         model.eval()
+        if on_gpu(device):  # one sum on the device at a large batch, read once
+            result = cuda_recipe.evaluate(self.parts.forward, loader, self.parts.autocast)
+            model.train()
+            return result.loss, result.accuracy
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.long, device=device)
         for x, y in loader.epoch(0):
@@ -358,6 +397,7 @@ class Trainer:
             final = next((m for m in self.metrics if m["step"] == state.best_step), final)
         images = (state.step - self.start_step) * config.batch_size
         seconds = state.elapsed_s - self.start_elapsed
+        step_seconds = seconds - self.eval_s  # the steps alone: what MFU divides by
         figures = {
             "steps": state.step,
             "epochs": round(state.step / max(self.steps_per_epoch, 1), 4),
@@ -368,6 +408,7 @@ class Trainer:
             "final_train_acc": final.get("train_acc"),
             "train_s": round(state.elapsed_s, 3),
             "images_per_s": round(images / seconds, 1) if seconds > 0 else None,
+            "step_images_per_s": round(images / step_seconds, 1) if step_seconds > 0 else None,
             "val": config.val or f"{config.val_split:g} of train",
             "train_images": len(setup.train),
             "val_images": 0 if setup.val is None else len(setup.val),
