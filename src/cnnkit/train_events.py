@@ -41,7 +41,8 @@ class Start:
 
 @dataclass
 class Progress:
-    """The state after a step; given to `Hooks.on_step` (at most every ~0.1 s on CUDA)."""
+    """The state after a step; given to `Hooks.on_step` (at most every ~0.1 s; on CUDA only when
+    the loop reads the device's sums: at each evaluation and checkpoint)."""
 
     epoch: int  # 0-based
     epochs: int

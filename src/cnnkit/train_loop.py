@@ -2,7 +2,9 @@
 
 `cnnkit.train.fit` builds the model, optimizer and loaders, then hands them to `Trainer`. The
 trainer's numbers live in `TrainState`, which a checkpoint saves whole (`runs.save_state`) and a
-resume loads whole, so nothing about the run's position lives anywhere else.
+resume loads whole, so nothing about the run's position lives anywhere else. On CUDA
+(`on_gpu`) the step follows `cnnkit.cuda_recipe`: metrics summed on the device, read when the
+loop evaluates or saves; on the CPU each step's loss is read and checked at once.
 """
 
 from __future__ import annotations
