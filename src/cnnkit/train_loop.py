@@ -101,9 +101,8 @@ class Trainer:
         gpu = on_gpu(parts.device)
         self.device_metrics = cuda_recipe.DeviceMetrics(parts.device) if gpu else None
         self.read_step = 0  # the last step whose loss was read (DeviceMetrics)
-        self.eval_s = (
-            0.0  # seconds of this call spent validating (step_images_per_s leaves them out)
-        )
+        # Seconds of this call spent validating, which step_images_per_s leaves out.
+        self.eval_s = 0.0
         self.start_step, self.start_elapsed = 0, 0.0  # where this call began (for images/s)
         self.clock = self.last_save = time.perf_counter()  # elapsed_s counts from `clock`
         self.last_report = 0.0
@@ -230,7 +229,7 @@ class Trainer:
     def _flush(self, lr: float) -> None:
         """Move the pending losses to the host; stop at the first one that is not finite."""
         if self.device_metrics is not None:
-            self._read_device_metrics()
+            self._read_device_metrics(self.device_metrics)
             return
         pending, self.pending = self.pending, []
         losses = torch.stack([loss for loss, _, _ in pending]).tolist()
@@ -249,9 +248,9 @@ class Trainer:
             sums.correct += correct
             sums.count += n
 
-    def _read_device_metrics(self) -> None:
+    def _read_device_metrics(self, metrics: cuda_recipe.DeviceMetrics) -> None:
         """CUDA: add the device's sums since the last read; stop if a loss in them was not finite."""
-        sums = self.device_metrics.read()  # type: ignore[union-attr]  # the one host sync
+        sums = metrics.read()  # the one host sync
         first, self.read_step = self.read_step + 1, self.state.step
         if not sums.finite:
             raise ConfigError(
