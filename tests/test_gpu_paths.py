@@ -324,3 +324,102 @@ def test_a_batch_that_does_not_fit_names_one_that_does():
 def test_not_even_one_image_fits():
     with pytest.raises(BatchTooLargeError, match=r"^--batch-size 8: not even one image fits"):
         check_batch_fits(OutOfMemoryAbove(limit=0), 8, (4, 4, 3), torch.device("cpu"))
+
+
+# ----------------------------------------------------------------------------- the loop's CUDA path
+
+
+LOOP_SPEC = "28x28x1 > conv 4@3x3 same > maxpool 2 > bn > relu > flatten > fc 10"
+
+
+def loop_config(tmp_path, name: str, **options) -> TrainConfig:
+    options = {"model": LOOP_SPEC, "epochs": 1, "batch_size": 200, "eval_every": 0.5, **options}
+    return TrainConfig(out=str(tmp_path / name), device="cpu", quiet=True, **options)
+
+
+@pytest.fixture
+def gpu_path(monkeypatch):
+    """fit() takes its CUDA branches on the CPU; returns the names of the recipe pieces called."""
+    from cnnkit import train, train_loop
+
+    called: list[str] = []
+
+    def spy(name, function):
+        def wrapper(*args, **kwargs):
+            called.append(name)
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(train_loop, "on_gpu", lambda device: True)
+    monkeypatch.setattr(train, "cuda_recipe", spy("cuda_recipe", train.cuda_recipe))
+    monkeypatch.setattr(train, "check_batch_fits", spy("check_batch_fits", check_batch_fits))
+    monkeypatch.setattr(cuda_recipe, "evaluate", spy("evaluate", cuda_recipe.evaluate))
+    read = DeviceMetrics.read
+    monkeypatch.setattr(DeviceMetrics, "read", lambda self: spy("read", read)(self))
+    return called
+
+
+def test_the_cuda_path_gives_the_cpu_paths_figures(tmp_path, request):
+    cpu = fit(loop_config(tmp_path, "cpu"))
+    called = request.getfixturevalue("gpu_path")
+    gpu = fit(loop_config(tmp_path, "gpu"))
+    assert called[:2] == ["cuda_recipe", "check_batch_fits"]
+    assert called.count("evaluate") == len(gpu.metrics) >= 2
+    assert called.count("read") >= 2  # at each evaluation and save, not at each step
+    assert [m["step"] for m in gpu.metrics] == [m["step"] for m in cpu.metrics]
+    for ours, theirs in zip(gpu.metrics, cpu.metrics, strict=True):
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+            assert ours[key] == pytest.approx(theirs[key], rel=1e-5, abs=1e-7), key
+    for key, value in cpu.model.state_dict().items():  # the steps themselves are the same ops
+        assert torch.equal(gpu.model.state_dict()[key], value), key
+    assert gpu.summary["step_images_per_s"] >= gpu.summary["images_per_s"] > 0
+    assert cpu.summary["step_images_per_s"] >= cpu.summary["images_per_s"] > 0
+
+
+def test_the_cuda_recipe_shapes_a_new_runs_saved_config_and_not_a_resume(
+    tmp_path, monkeypatch, gpu_path
+):
+    import dataclasses
+
+    from cnnkit import runs, train
+    from cnnkit.errors import CheckpointError
+    from cnnkit.train import resume
+
+    def recipe(config, device):
+        gpu_path.append("cuda_recipe")
+        return dataclasses.replace(config, lr=0.05)
+
+    monkeypatch.setattr(train, "cuda_recipe", recipe)
+    result = fit(loop_config(tmp_path, "run", lr=0.1))
+    assert runs.read_state(result.run)["config"]["lr"] == 0.05
+    assert result.manifest["train_config"]["lr"] == 0.05
+    with pytest.raises(CheckpointError, match="already finished"):
+        resume(result.run)
+    assert gpu_path.count("cuda_recipe") == 1  # the resumed run keeps the saved config
+
+
+def test_a_batch_too_large_on_the_cuda_path_is_one_line_and_saves_nothing(
+    tmp_path, monkeypatch, capsys, gpu_path
+):
+    # The first try at 200 runs out of memory, 100 fits.
+    monkeypatch.setattr(cuda_recipe, "largest_fitting_batch", lambda step, n: n // 2)
+    out = tmp_path / "run"
+    args = ["train", "--model", LOOP_SPEC, "--batch-size", "200", "--device", "cpu"]
+    assert main([*args, "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "cnnkit: error: --batch-size 200 does not fit in the memory of cpu; "
+        "100 fits: pass --batch-size 100"
+    )
+    assert not out.exists()
+
+
+def test_a_loss_that_is_not_finite_on_the_cuda_path_names_its_steps(tmp_path, gpu_path):
+    config = loop_config(tmp_path, "run", lr=1e6, optimizer="sgd")
+    with pytest.raises(
+        ConfigError,
+        match=r"^(steps \d+-\d+: the loss became nan or inf|step \d+: the weights became "
+        r"(nan|inf)); lower --lr \(now 1e\+06\); the last good checkpoint \(step 0\)",
+    ):
+        fit(config)

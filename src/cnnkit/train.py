@@ -32,12 +32,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnkit import budgets, distributed, presets, runs, transfer
+from cnnkit import budgets, distributed, presets, runs, train_loop, transfer
+from cnnkit.cuda_recipe import check_batch_fits, cuda_recipe, cuda_speedups, eval_batch_size
 from cnnkit.data import DeviceLoader, Split, channel_stats, parse_augment, shaped
 from cnnkit.data import split_validation as split_validation_
 from cnnkit.data.dataset import shard_split
 from cnnkit.data.sources import open_source, source_folder
-from cnnkit.devices import thread_count
+from cnnkit.devices import resolve_device, resolve_precision, thread_count
 from cnnkit.errors import CheckpointError, CnnkitError, DataError
 from cnnkit.plan import plan
 from cnnkit.runs_check import check_class_names
@@ -138,6 +139,8 @@ def _run_rank(
     created, auto_notes = False, list[str]()
     if resume_from is None:
         config, auto_notes = _resolve_auto(config)
+        if train_loop.on_gpu(device := _device(config, distributed.env_world())):
+            config = cuda_recipe(config, device)  # before the run saves it; a resume keeps it
     run_dir = resume_from or Path(config.out or default_out(config))
     try:
         with distributed.rank_zero_first(world):  # ddp: only rank 0 prepares the directory
@@ -158,8 +161,13 @@ def _run_rank(
             torch.random.fork_rng(devices=devices),
             _catch_sigint() as interrupted,
             thread_count(config.threads),
+            cuda_speedups(device),
         ):
             parts, data_s = _build(setup, config, device, world)
+            if resume_from is None and train_loop.on_gpu(device):
+                # One line naming a batch that fits, before the step-0 checkpoint saves anything.
+                batch = (parts.model, config.batch_size, setup.spec.input_shape)  # (H, W, C)
+                check_batch_fits(*batch, device, parts.autocast, config.channels_last)
             timing = {"data_s": round(data_s, 3)}
             total = None
             if config.time is not None and resume_from is None:
@@ -385,8 +393,6 @@ def _transfer(setup: Setup, config: TrainConfig, model: nn.Module) -> None:
 
 
 def _device(config: TrainConfig, world: distributed.World) -> torch.device:
-    from cnnkit.devices import resolve_device
-
     device = resolve_device(config.device)
     if world.backend == "nccl":  # ddp: one GPU per rank on its machine
         return torch.device("cuda", world.local_rank)
@@ -394,8 +400,6 @@ def _device(config: TrainConfig, world: distributed.World) -> torch.device:
 
 
 def _precision(config: TrainConfig, device: torch.device) -> str:
-    from cnnkit.devices import resolve_precision
-
     return resolve_precision(config.precision, device)
 
 
@@ -431,7 +435,7 @@ def _loaders(
         return train, None
     val = DeviceLoader(
         shard_split(setup.val, world.rank, world.size),  # ddp: counts are summed over ranks
-        batch_size=1024,
+        batch_size=eval_batch_size(device),  # 1024 on the CPU, as before
         device=device,
         mean=setup.mean,
         std=setup.std,

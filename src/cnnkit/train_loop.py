@@ -2,7 +2,9 @@
 
 `cnnkit.train.fit` builds the model, optimizer and loaders, then hands them to `Trainer`. The
 trainer's numbers live in `TrainState`, which a checkpoint saves whole (`runs.save_state`) and a
-resume loads whole, so nothing about the run's position lives anywhere else.
+resume loads whole, so nothing about the run's position lives anywhere else. On CUDA
+(`on_gpu`) the step follows `cnnkit.cuda_recipe`: metrics summed on the device, read when the
+loop evaluates or saves; on the CPU each step's loss is read and checked at once.
 """
 
 from __future__ import annotations
@@ -20,11 +22,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnkit import distributed, runs
+from cnnkit import cuda_recipe, distributed, runs
 from cnnkit.errors import CheckpointError, ConfigError
-from cnnkit.plan import Plan, plan
-from cnnkit.render_train import fit_result_line
+from cnnkit.plan import plan
 from cnnkit.train_config import TrainConfig, ending_warnings, learning_rate
+from cnnkit.train_events import (  # re-exported: their home was here
+    Evaluation,
+    FitResult,
+    Hooks,
+    Progress,
+    Start,
+    TrainingInterrupted,
+)
 from cnnkit.train_state import TrainState, TrainSums
 
 if TYPE_CHECKING:  # cnnkit.train imports this module
@@ -35,94 +44,10 @@ BEST_WEIGHTS = "best.safetensors"  # --patience: the best weights so far, in the
 REPORT_SECONDS = 0.1  # the progress hook is called at most this often (and at each epoch's end)
 
 
-# ----------------------------------------------------------------------------- hooks and results
-
-
-@dataclass
-class Start:
-    """What fit() is about to do; given to `Hooks.on_start`."""
-
-    plan: Plan
-    run: Path
-    device: str
-    precision: str
-    train_images: int
-    val_images: int
-    steps_per_epoch: int
-    total_steps: int
-    start_step: int  # > 0 when resuming
-    notes: list[str]
-
-
-@dataclass
-class Progress:
-    """The state after a step; given to `Hooks.on_step` (at most every ~0.1 s on CUDA)."""
-
-    epoch: int  # 0-based
-    epochs: int
-    batch: int  # batches done in this epoch
-    batches: int  # batches per epoch
-    step: int  # steps done in all
-    total_steps: int
-    loss: float  # mean training loss since the last evaluation
-    acc: float  # training accuracy since the last evaluation
-    lr: float
-    images_per_s: float
-    elapsed_s: float  # training and evaluating, this run and the runs it resumes
-    eta_s: float  # until the end of this epoch, at the speed so far
-
-
-@dataclass
-class Hooks:
-    """Callbacks that observe training; none of them can change it."""
-
-    on_start: Callable[[Start], None] | None = None
-    on_step: Callable[[Progress], None] | None = None
-    on_eval: Callable[[dict[str, Any]], None] | None = None
-    # After on_eval, with the model: cnnkit.inspect.snapshots.snapshot_hook() writes live views.
-    on_snapshot: Callable[[Evaluation], None] | None = None
-
-
-@dataclass
-class Evaluation:
-    """An evaluation and the model it scored; given to `Hooks.on_snapshot`."""
-
-    run: Path
-    model: nn.Module  # the training model, not compiled: observe it in eval mode, change nothing
-    record: dict[str, Any]  # the metrics record, as on_eval gets it
-    probe: Any  # uint8 (H, W, C) numpy: the first validation image, the same at every evaluation
-
-
-@dataclass
-class FitResult:
-    """What a run produced; the same figures are in the run's manifest under "metrics"."""
-
-    run: Path
-    model: nn.Module
-    manifest: dict[str, Any]
-    metrics: list[dict[str, Any]]  # one record per evaluation, as in metrics.jsonl
-    summary: dict[str, Any]  # best/final accuracy, seconds, images/s, why it stopped
-    notes: list[str] = field(default_factory=list)
-    __repr__ = fit_result_line  # one line: run, model, val accuracies, steps, seconds
-
-    @property
-    def final_val_acc(self) -> float | None:
-        return self.summary.get("final_val_acc")
-
-    @property
-    def best_val_acc(self) -> float | None:
-        return self.summary.get("best_val_acc")
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during fit(): the state was saved first; `str()` says how to resume."""
-
-    def __init__(self, run: Path, step: int) -> None:
-        super().__init__(
-            f"interrupted at step {step}; the state is saved in {run}; "
-            f"continue with: cnnkit train --resume {run}"
-        )
-        self.run, self.step = run, step
+def on_gpu(device: torch.device) -> bool:
+    """Whether fit() takes the CUDA recipe (cnnkit.cuda_recipe) on `device`: the one test of it,
+    so the CPU tests can monkeypatch it and run the CUDA path's code on the CPU."""
+    return device.type == "cuda"
 
 
 # ----------------------------------------------------------------------------- state
@@ -173,9 +98,14 @@ class Trainer:
         every = config.eval_every or (0.2 if config.target_acc else 1.0)
         self.eval_steps = max(1, round(every * self.steps_per_epoch))
         # One .item() per step costs nothing on the CPU; on CUDA it stalls the queue, so losses
-        # are collected on the device and checked in groups.
+        # and accuracies are summed on the device and read when the loop evaluates or saves.
         self.sync_every = 1 if parts.device.type == "cpu" else 25
         self.pending: list[tuple[torch.Tensor, torch.Tensor, int]] = []  # loss, correct, n
+        gpu = on_gpu(parts.device)
+        self.device_metrics = cuda_recipe.DeviceMetrics(parts.device) if gpu else None
+        self.read_step = 0  # the last step whose loss was read (DeviceMetrics)
+        # Seconds of this call spent validating, which step_images_per_s leaves out.
+        self.eval_s = 0.0
         self.start_step, self.start_elapsed = 0, 0.0  # where this call began (for images/s)
         self.clock = self.last_save = time.perf_counter()  # elapsed_s counts from `clock`
         self.last_report = 0.0
@@ -214,6 +144,7 @@ class Trainer:
         """The loop: report the start, then step until the end, the target or Ctrl-C."""
         state = self.state
         self.start_step, self.start_elapsed = state.step, state.elapsed_s
+        self.read_step = state.step
         self._report_start()
         if fresh:
             self._checkpoint()  # step 0: the directory is a run, resumable, from the start
@@ -250,6 +181,9 @@ class Trainer:
         (loss * distributed.loss_weight(self.parts.world, len(y), config.batch_size)).backward()
         optimizer.step()
         self.state.step += 1
+        if self.device_metrics is not None:
+            self.device_metrics.add(loss, logits, y)  # no host sync: read by `_flush`
+            return lr
         correct = (logits.argmax(1) == y).sum()
         self.pending.append((loss.detach(), correct, len(y)))
         return lr
@@ -306,6 +240,9 @@ class Trainer:
 
     def _flush(self, lr: float) -> None:
         """Move the pending losses to the host; stop at the first one that is not finite."""
+        if self.device_metrics is not None:
+            self._read_device_metrics(self.device_metrics)
+            return
         pending, self.pending = self.pending, []
         losses = torch.stack([loss for loss, _, _ in pending]).tolist()
         corrects = torch.stack([c for _, c, _ in pending]).tolist()
@@ -323,12 +260,27 @@ class Trainer:
             sums.correct += correct
             sums.count += n
 
+    def _read_device_metrics(self, metrics: cuda_recipe.DeviceMetrics) -> None:
+        """CUDA: add the device's sums since the last read; stop if a loss in them was not finite."""
+        sums = metrics.read()  # the one host sync
+        first, self.read_step = self.read_step + 1, self.state.step
+        if not sums.finite:
+            raise ConfigError(
+                f"steps {first}-{self.state.step}: the loss became nan or inf; lower --lr (now "
+                f"{self.config.lr:g}); the last good checkpoint (step {self.state.saved_step}) "
+                f"is kept in {self.run_dir}"
+            )
+        self.state.sums.loss += sums.loss * sums.count
+        self.state.sums.correct += round(sums.accuracy * sums.count)
+        self.state.sums.count += sums.count
+
     # -------------------------------------------------------------------- evaluate
 
     def _evaluate(self, epoch: float, lr: float) -> dict[str, Any]:
         """Validate, log the record (metrics.jsonl, hook) and keep the best accuracy."""
         self._gather_sums()
         state, sums = self.state, self.state.sums
+        began = time.perf_counter()
         val_loss, val_acc = self._validate()
         record = {
             "epoch": round(epoch, 4),
@@ -348,6 +300,7 @@ class Trainer:
         else:
             state.stale += 1
         self._tick()
+        self.eval_s += self.clock - began
         record["elapsed_s"] = round(state.elapsed_s, 3)
         self.metrics.append(record)
         runs.append_metrics(self.run_dir, record)
@@ -372,6 +325,10 @@ class Trainer:
         """(mean loss, accuracy) over the validation split."""
         model, loader, device = self.parts.model, self.parts.val_loader, self.parts.device
         model.eval()
+        if on_gpu(device):  # one sum on the device at a large batch, read once
+            result = cuda_recipe.evaluate(self.parts.forward, loader, self.parts.autocast)
+            model.train()
+            return result.loss, result.accuracy
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.long, device=device)
         distributed.sync_buffers(self.parts.world, model)  # ddp: rank 0's batch-norm statistics
@@ -477,6 +434,7 @@ class Trainer:
             final = next((m for m in self.metrics if m["step"] == state.best_step), final)
         images = (state.step - self.start_step) * config.batch_size
         seconds = state.elapsed_s - self.start_elapsed
+        step_seconds = seconds - self.eval_s  # the steps alone: what MFU divides by
         figures = {
             "steps": state.step,
             "epochs": round(state.step / max(self.steps_per_epoch, 1), 4),
@@ -487,6 +445,7 @@ class Trainer:
             "final_train_acc": final.get("train_acc"),
             "train_s": round(state.elapsed_s, 3),
             "images_per_s": round(images / seconds, 1) if seconds > 0 else None,
+            "step_images_per_s": round(images / step_seconds, 1) if step_seconds > 0 else None,
             "val": config.val or f"{config.val_split:g} of train",
             "train_images": len(setup.train),
             "val_images": 0 if setup.val is None else len(setup.val),
