@@ -49,10 +49,10 @@ prepare() {
     [ -f "$PREP/data/fashion-mnist/t10k-labels-idx1-ubyte.gz" ] ||
         "$PY" bench/get_fashion_mnist.py --out "$PREP/data/fashion-mnist" || return 1
     [ -d "$PREP/photos/test" ] || "$PY" bench/make_photo_folder.py "$PREP/photos" || return 1
-    [ -f "$PREP/runs/demo/manifest.json" ] ||
+    [ -f "$PREP/runs/demo/cnnkit.json" ] ||
         "$PY" -m cnnkit demo --out "$PREP/runs/demo" --epochs 1 > /dev/null || return 1
-    [ -f "$PREP/runs/lenet/manifest.json" ] ||
-        "$PY" -m cnnkit train lenet5 --data mnist --val test --time 20 --quiet \
+    [ -f "$PREP/runs/lenet/cnnkit.json" ] ||
+        "$PY" -m cnnkit train --model lenet5 --data mnist --val test --time 20 --quiet \
             --out "$PREP/runs/lenet" > /dev/null || return 1
     echo "prepared: $PREP (data: $(ls "$PREP/data" | tr '\n' ' '); photos; runs: $(ls "$PREP/runs" | tr '\n' ' '))"
 }
