@@ -74,11 +74,13 @@ machine() {
 START=$(date +%s)
 declare -a SUMMARY=()
 
+selected() { [ ${#ONLY[@]} -eq 0 ] || [[ " ${ONLY[*]} " =~ " $1 " ]]; }
+
 # bench NAME CAP_SECONDS COMMAND...: one benchmark, its log, its summary line.
 bench() {
     local name=$1 cap=$2
     shift 2
-    if [ ${#ONLY[@]} -gt 0 ] && [[ ! " ${ONLY[*]} " =~ " $name " ]]; then return; fi
+    selected "$name" || return 0
     local log="$LOG_DIR/$name.log" load elapsed status rc t0
     if [ "$DRY" = 1 ]; then
         printf '%-16s cap %4ss: %s\n' "$name" "$cap" "$*"
@@ -140,9 +142,9 @@ bench data_memory 420 "$PY" bench/data_memory.py
 # 2 processes x 1 thread vs 1 x 2 threads on full MNIST, gloo all-reduce (another helper's file)
 if [ -f bench/ddp_cpu.py ]; then
     bench ddp_cpu 360 "$PY" bench/ddp_cpu.py
-else
+elif selected ddp_cpu; then
     SUMMARY+=("$(printf '%-16s ABSENT   (bench/ddp_cpu.py not merged)' ddp_cpu)")
-    [ "$DRY" = 1 ] || echo "${SUMMARY[-1]}"
+    echo "${SUMMARY[-1]}"
 fi
 
 # --- Older figures: do they still hold after the refactor? -----------------------------------------
