@@ -2,13 +2,14 @@
 # Every CPU benchmark once, in order of importance, each with its baseline in the same session.
 #
 #   bash bench/quiet_all.sh --prepare    # now, on any machine: data + runs into $PREP (~1-2 min)
-#   bash bench/quiet_all.sh              # on the QUIET machine: all benchmarks (about 25 min)
+#   bash bench/quiet_all.sh              # on the QUIET machine: all benchmarks (~23 min expected,
+#                                        #   capped: none starts after BUDGET_S=1500 s)
 #   bash bench/quiet_all.sh --dry-run    # print the commands only
 #   bash bench/quiet_all.sh mnist_cpu serve_load   # only these (names as in the log files)
 #   .venv/bin/python bench/quiet_summary.py        # then: the Markdown goal table from the logs
 #
 # Each benchmark writes $LOG_DIR/<name>.log (default /tmp/bench-logs) and gets one summary line
-# here. Each has a time cap (timeout kills its whole process group, servers included); once
+# here (status, seconds, load average before it, its last line). Each has a time cap (timeout kills its whole process group, servers included); once
 # $BUDGET_S (default 1500 s) have passed, the remaining ones are skipped, so the least important
 # come last. Run from the repository root (or anywhere: it cd's there). Environment:
 #   PY        python (default .venv/bin/python of this checkout, else /work/main/.venv/bin/python)
