@@ -46,7 +46,7 @@ def test_accuracy(run: Path, data: str) -> float:
     """Accuracy of the saved run on the folder's test split."""
     classifier = load(run)
     shaped = open_for_run(classifier.manifest, data)
-    _, split, _ = shaped.choose_split("test")
+    split = shaped.choose_split("test").split
     return classifier.evaluate(split.images, split.labels)["accuracy"]
 
 
