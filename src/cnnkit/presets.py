@@ -89,7 +89,9 @@ def auto_notation(shape: tuple[int, int, int], classes: int) -> str:
 # Small grey images (Fashion-MNIST-like) get the digits layout, wider: three conv > pool > bn >
 # relu stages down to 3-5 px and a flatten head. Step time at batch 128, 1 thread, next to digits'
 # in the same process: the generic member (32-64-128, GAP) 4.7x digits', so ~2 epochs of
-# Fashion-MNIST in the budget; 16-48-96 2.0x (~5 epochs); 16-32-64 1.2x (~9 epochs).
+# Fashion-MNIST in the budget; 16-48-96 2.0x (~5 epochs); 16-32-64 1.2x (~9 epochs). Test
+# accuracy (batch 128, lr 0.4, flips, one-cycle, 1 seed): 16-48-96 92.25% after 5 epochs,
+# 16-32-64 92.15% after 9 (the issue's goal, 92.5%, is not reached yet).
 SMALL_GREY_WIDTHS = (16, 48, 96)
 
 
