@@ -20,7 +20,7 @@ from cnnkit.data import DeviceLoader, Split
 from cnnkit.errors import ConfigError, SpecError
 from cnnkit.plan import plan
 from cnnkit.train import Hooks, TrainConfig, fit, resume
-from cnnkit.train_config import auto_input, auto_recipe, ending_warnings
+from cnnkit.train_config import AUTO_TIME_LARGE, auto_input, auto_recipe, ending_warnings
 
 # ----------------------------------------------------------------------------- the family
 
@@ -29,7 +29,7 @@ from cnnkit.train_config import auto_input, auto_recipe, ending_warnings
     ("shape", "classes", "stages", "last"),
     [
         # (input, classes) -> pooling stages (halvings while the side is >= 8), last conv width
-        ((28, 28, 1), 10, 2, 128),  # 28 -> 14 -> 7
+        ((28, 28, 3), 10, 2, 128),  # 28 -> 14 -> 7
         ((32, 32, 3), 10, 3, 128),  # 32 -> 16 -> 8 -> 4
         ((64, 64, 3), 6, 4, 128),  # 16, 32, 64, 128 then 128 (capped)
         ((96, 96, 3), 43, 4, 256),  # many classes: the cap is 256
@@ -46,6 +46,19 @@ def test_auto_family_scales_with_the_input_and_classes(
     assert network.input_shape == shape
     assert network.output_shape[-1] == classes
     assert 4 <= min(network.layers[-3].output_shape[:2]) <= 7  # the GAP sees 4x4 to 7x7
+
+
+@pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 1), (47, 40, 1)])
+def test_auto_family_on_small_grey_inputs_is_digits_widened(shape: tuple[int, int, int]) -> None:
+    text = presets.auto_notation(shape, 10)
+    widths = presets.SMALL_GREY_WIDTHS
+    assert text.count("maxpool 2 > bn > relu") == 3
+    assert text.endswith(f"conv {widths[-1]}@3x3 same > maxpool 2 > bn > relu > flatten > fc 10")
+    network = plan(presets.resolve(presets.auto_name(shape, 10)))
+    assert 3 <= min(network.layers[-3].output_shape[:2]) <= 5  # the flatten sees 3x3 to 5x5
+    assert network.output_shape[-1] == 10
+    # 48 px and more, or colour: the GAP family
+    assert presets.auto_notation((48, 48, 1), 10).endswith("gap > fc 10")
 
 
 def test_plan_auto_takes_input_and_classes(capsys: pytest.CaptureFixture) -> None:
@@ -86,8 +99,9 @@ def test_auto_recipe_flips_photos_and_jitters_only_colour() -> None:
     assert (photos["batch_size"], photos["lr"], photos["time"]) == (32, 0.1, 60.0)
     assert photos["epochs"] == 300  # 10 steps an epoch: 3,000 steps at most
     fashion = auto_recipe((28, 28, 1), 54_000, 10)
-    assert fashion["augment"] == "crop=2,flip"
-    assert (fashion["batch_size"], fashion["time"], fashion["epochs"]) == (64, 150.0, 15)
+    assert fashion["augment"] == "flip"  # a large set: no crops
+    assert (fashion["batch_size"], fashion["lr"]) == (128, 0.4)
+    assert (fashion["time"], fashion["epochs"]) == (AUTO_TIME_LARGE, 15)
     TrainConfig(**photos), TrainConfig(**fashion)  # both valid configs
 
 

@@ -61,6 +61,7 @@ DEFAULT_PRESET = "digits"
 # stage (conv 3x3 > maxpool 2 > bn > relu, the digits order: pooling before BN/ReLU is cheaper)
 # per halving while the side is >= 8, widths doubling from 32 (from 16 at 48 px and more, which
 # bounds the cost of the full-resolution conv), one more conv at the last resolution, a GAP head.
+# Grey inputs under 48 px are the exception (_small_grey_notation below).
 AUTO = "auto"
 AUTO_DEFAULT_INPUT = (32, 32, 3)  # `cnnkit plan auto` without --input
 AUTO_DEFAULT_CLASSES = 10  # `cnnkit plan auto` without --classes
@@ -73,6 +74,8 @@ def auto_notation(shape: tuple[int, int, int], classes: int) -> str:
     '32x32x3 > conv 32@3x3 same > maxpool 2 > bn '
     """
     height, width, channels = shape
+    if channels == 1 and min(height, width) < 48:
+        return _small_grey_notation(shape, classes)
     cap = 128 if classes <= 16 else 256  # many classes: a wider last stage before the head
     filters = 16 if min(height, width) >= 48 else 32
     side, layers = min(height, width), []
@@ -82,6 +85,23 @@ def auto_notation(shape: tuple[int, int, int], classes: int) -> str:
         filters = min(cap, filters * 2)
     layers.append(f"conv {filters}@3x3 same > bn > relu > gap > fc {classes}")
     return f"{height}x{width}x{channels} > " + " > ".join(layers)
+
+
+# Small grey images (Fashion-MNIST-like) get the digits layout, wider: three conv > pool > bn >
+# relu stages down to 3-5 px and a flatten head. Step time at batch 128, 1 thread, next to digits'
+# in the same process: the generic member (32-64-128, GAP) 4.7x digits', so ~2 epochs of
+# Fashion-MNIST in the budget; 16-48-96 2.0x (~5 epochs); 16-32-64 1.2x (~9 epochs). Test
+# accuracy (batch 128, lr 0.4, flips, one-cycle, 1 seed): 16-48-96 92.25% after 5 epochs,
+# 16-32-64 92.15% after 9 (the issue's goal, 92.5%, is not reached yet).
+SMALL_GREY_WIDTHS = (16, 48, 96)
+
+
+def _small_grey_notation(shape: tuple[int, int, int], classes: int) -> str:
+    """The auto family's member for grey inputs under 48 px: digits' stages at SMALL_GREY_WIDTHS."""
+    stages = [f"conv {filters}@3x3 same > maxpool 2 > bn > relu" for filters in SMALL_GREY_WIDTHS]
+    return (
+        f"{shape[0]}x{shape[1]}x{shape[2]} > " + " > ".join(stages) + f" > flatten > fc {classes}"
+    )
 
 
 def auto_name(shape: tuple[int, int, int], classes: int) -> str:

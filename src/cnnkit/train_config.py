@@ -117,7 +117,11 @@ RECIPES: dict[str, dict[str, Any]] = {
 # bare command on a 2-core CPU (the issue's goals: a photo folder in <= 90 s, Fashion-MNIST in
 # <= 3 min); `epochs` caps them where steps are fast (a GPU).
 AUTO_TIME_SMALL = 60.0  # seconds, under AUTO_LARGE training images
-AUTO_TIME_LARGE = 150.0  # seconds, from AUTO_LARGE training images on
+# Seconds from AUTO_LARGE training images on. Fashion-MNIST's auto member steps at ~1,880
+# images/s on a quiet 2-core machine (estimated: 1.98x digits' step time, 1 thread, same
+# process, digits at 3,720), so 0.9 x 170 s of steps is ~4.8 epochs, evaluations included
+# within the issue's 3 minutes.
+AUTO_TIME_LARGE = 170.0
 AUTO_LARGE = 10_000
 AUTO_MIN_STEPS = 3000  # the epochs cap is at least this many steps (small folders)
 
@@ -137,15 +141,22 @@ def auto_input(shape: tuple[int, int, int], folder: bool) -> tuple[int, int, int
 def auto_recipe(shape: tuple[int, int, int], train_images: int, classes: int) -> dict[str, Any]:
     """The training options of model 'auto' for this input (H, W, C) and data; pure."""
     side, colour = min(shape[:2]), shape[2] == 3
-    batch_size = 64 if train_images >= 4096 else 32  # a small folder gets more steps per epoch
-    batch_size = min(batch_size, max(1, train_images // 4))  # and a tiny one 4 steps at least
+    large = train_images >= AUTO_LARGE
+    # A large set: batch 128 (digits' CPU speed-up from larger batches, at the linearly scaled
+    # rate); a small folder gets more steps per epoch, and a tiny one 4 steps at least.
+    batch_size = 128 if large else 64 if train_images >= 4096 else 32
+    batch_size = min(batch_size, max(1, train_images // 4))
     steps_per_epoch = max(1, train_images // batch_size)
-    # Flips, since these are not digits; crops of ~1/10 of the side; jitter only for colour.
-    augment = f"crop={max(2, side // 10)},flip" + (",jitter=0.2" if colour else "")
+    # Flips, since these are not digits; jitter only for colour. Crops of ~1/10 of the side for
+    # a small set only: a large one sees each image ~5 times in the budget, too few for crops to
+    # pay (not measured against crops; the Fashion-MNIST runs behind the budget used flips only).
+    augment = ("flip" if large else f"crop={max(2, side // 10)},flip") + (
+        ",jitter=0.2" if colour else ""
+    )
     return {
         "batch_size": batch_size,
         "lr": 0.2 * batch_size / 64,  # the digits rate (batch 64, batch norm), scaled linearly
-        "time": AUTO_TIME_LARGE if train_images >= AUTO_LARGE else AUTO_TIME_SMALL,
+        "time": AUTO_TIME_LARGE if large else AUTO_TIME_SMALL,
         "epochs": min(300, max(15, math.ceil(AUTO_MIN_STEPS / steps_per_epoch))),
         "augment": augment,
     }
