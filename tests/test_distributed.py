@@ -131,8 +131,10 @@ def test_two_ranks_write_one_run_with_one_model(two_ranks):
     ddp = manifest["distributed"]
     assert ddp["world_size"] == 2 and ddp["backend"] == "gloo"
     assert len(set(ddp["weights_sha256"])) == 1  # both ranks ended with the same weights
+    # live/: the CLI's snapshots for the explorer, written by rank 0 like everything else.
     assert sorted(p.name for p in two_ranks.iterdir()) == [
         "cnnkit.json",
+        "live",
         "metrics.jsonl",
         "model.safetensors",
         "state",

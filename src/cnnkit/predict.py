@@ -54,7 +54,8 @@ class Classifier:
         self.background: int = alpha_background(pre)  # under transparent pixels: 0 or 255
         # A spec that ends in softmax outputs probabilities already; others output logits.
         layers = manifest["spec"].get("layers") or [{}]
-        self._outputs_probs = layers[-1].get("type") == "softmax"
+        last = layers[-1] if isinstance(layers[-1], dict) else {}  # from_dict checked the layers
+        self._outputs_probs = last.get("type") == "softmax"
         self._normalisation: tuple[torch.Tensor, torch.Tensor] | None = None  # (scale, bias)
         # Image files declaring more pixels are refused from their header (ImageTooLarge).
         self.max_pixels: int | None = DEFAULT_MAX_PIXELS

@@ -99,6 +99,8 @@ class LiveRun:
         return stamp
 
     def finished(self) -> bool:
+        if not (self.run / runs.STATE_DIR).is_dir():
+            return True  # saved without training state (runs.save_model, an import): not training
         try:
             return bool(runs.read_state(self.run).get("finished"))
         except (CnnkitError, OSError, ValueError):
