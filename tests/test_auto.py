@@ -275,7 +275,7 @@ def test_patience_stops_and_keeps_the_best_weights(photos: Path, tmp_path: Path)
 
 
 def test_bare_train_on_mnist_keeps_the_digits_preset(tmp_path: Path) -> None:
-    from cnnkit.train import _resolve_auto
+    from cnnkit.train_auto import resolve_auto as _resolve_auto
 
     config, notes = _resolve_auto(TrainConfig.for_model("auto", data="mnist-mini", out="x"))
     assert (config.model, config.epochs, config.augment, notes) == ("digits", 1, "none", [])

@@ -53,35 +53,11 @@ from cnnkit.spec_layers import (
 )
 
 __all__ = [
-    "ACTIVATIONS",
-    "KEYWORDS",
-    "MAX_ELEMENTS",
-    "Activation",
-    "BatchNorm",
-    "Conv",
-    "Dropout",
-    "Flatten",
-    "GlobalAvgPool",
-    "Inception",
-    "Layer",
-    "Linear",
-    "Pool",
-    "Residual",
-    "Spec",
-    "check_padding",
-    "check_positive",
-    "check_rate",
-    "check_shape",
-    "check_stride",
-    "from_dict",
-    "layer_text",
-    "load_text",
-    "parse",
-    "parse_shape",
-    "shape_text",
-    "to_dict",
-    "to_notation",
-]
+    "ACTIVATIONS", "KEYWORDS", "MAX_ELEMENTS", "Activation", "BatchNorm", "Conv", "Dropout",
+    "Flatten", "GlobalAvgPool", "Inception", "Layer", "Linear", "Pool", "Residual", "Spec",
+    "check_padding", "check_positive", "check_rate", "check_shape", "check_stride", "from_dict",
+    "layer_text", "load_text", "parse", "parse_shape", "shape_text", "to_dict", "to_notation",
+]  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- notation

@@ -32,12 +32,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnkit import budgets, distributed, presets, runs, train_loop, transfer
+from cnnkit import budgets, distributed, presets, runs, train_auto, train_loop, transfer
 from cnnkit.cuda_recipe import check_batch_fits, cuda_recipe, cuda_speedups, eval_batch_size
 from cnnkit.data import DeviceLoader, Split, channel_stats, parse_augment, shaped
 from cnnkit.data import split_validation as split_validation_
 from cnnkit.data.dataset import shard_split
-from cnnkit.data.sources import open_source, source_folder
 from cnnkit.devices import resolve_device, resolve_precision, thread_count
 from cnnkit.errors import CheckpointError, CnnkitError, DataError
 from cnnkit.plan import plan
@@ -52,24 +51,20 @@ from cnnkit.train_config import (
     RESIZE_MODES,
     SCHEDULES,
     TrainConfig,
-    auto_input,
-    auto_recipe,
     default_out,
     learning_rate,
     validate,
 )
-from cnnkit.train_loop import (
-    CHECKPOINT_SECONDS,
+from cnnkit.train_events import (
     Evaluation,
     FitResult,
     Hooks,
-    Parts,
     Progress,
     Start,
-    Trainer,
     TrainingInterrupted,
-    TrainState,
 )
+from cnnkit.train_loop import CHECKPOINT_SECONDS, Parts, Trainer
+from cnnkit.train_state import TrainState
 
 __all__ = [
     "CHECKPOINT_SECONDS", "DEVICES", "OPTIMIZERS", "PRECISIONS", "RECIPES", "RESIZE_MODES",
@@ -138,7 +133,7 @@ def _run_rank(
     started = time.perf_counter()
     created, auto_notes = False, list[str]()
     if resume_from is None:
-        config, auto_notes = _resolve_auto(config)
+        config, auto_notes = train_auto.resolve_auto(config)
         if train_loop.on_gpu(device := _device(config, distributed.env_world())):
             config = cuda_recipe(config, device)  # before the run saves it; a resume keeps it
     run_dir = resume_from or Path(config.out or default_out(config))
@@ -171,7 +166,7 @@ def _run_rank(
             timing = {"data_s": round(data_s, 3)}
             total = None
             if config.time is not None and resume_from is None:
-                total = _budget_steps(config, parts, devices, setup.notes)
+                total = train_auto.budget_steps(config, parts, devices, setup.notes, _optimizer)
             trainer = Trainer(config, hooks, run_dir, setup, parts, interrupted, timing, total)
             if resume_from is not None:
                 trainer.restore()
@@ -205,92 +200,6 @@ def _build(
         model, forward, optimizer, train_loader, val_loader, device, precision, autocast, world
     )
     return parts, data_s
-
-
-# ----------------------------------------------------------------------------- auto and --time
-
-MNIST_NAMES = ("mnist", "mnist-mini")  # known 28x28x1 digits: chosen without opening the data
-DIGIT_CLASSES = [str(digit) for digit in range(10)]
-TIMED_STEPS = 8  # --time: steps timed on a copy of the model; the first 3 (warm-up) are dropped
-TIME_SHARE = 0.9  # of --time for the steps; evaluations and checkpoints take the rest
-# Model auto's budget on a slow or busy machine still trains this many steps: on the photo
-# folder (bench/photo_folder.py, 2 busy cores) 34 steps gave 80.8% test, 400 steps 90.8%.
-AUTO_FLOOR_STEPS = 300
-
-
-def _resolve_auto(config: TrainConfig) -> tuple[TrainConfig, list[str]]:
-    """Model 'auto': the input, network and recipe chosen from the data; the options given stay.
-
-    28x28x1 digits 0-9 (MNIST) keep `digits` and its recipe, so the bare command on MNIST is
-    as fast as before; other data gets the auto family (presets.auto_notation) and auto_recipe.
-    """
-    if config.model != presets.AUTO:
-        return config, []
-    keep = {name: getattr(config, name) for name in config.given if name not in ("model", "input")}
-    if config.data.split(":")[0] in MNIST_NAMES and config.input is None:
-        return dataclasses.replace(config, model=presets.DEFAULT_PRESET), []
-    dataset = open_source(config.data, data_dir=config.data_dir, progress=not config.quiet)
-    have, classes = dataset.shape, len(dataset.class_names)
-    digits = [str(name) for name in dataset.class_names] == DIGIT_CLASSES
-    if have == (28, 28, 1) and digits and config.input is None:
-        note = "model auto: 28x28x1 digits 0-9, so the 'digits' preset and its MNIST recipe"
-        return dataclasses.replace(config, model=presets.DEFAULT_PRESET), [note]
-    folder = source_folder(config.data) is not None
-    shape = parse_shape(config.input) if config.input else auto_input(have, folder)
-    train_images = len(dataset.splits["train"])
-    if config.val is None:
-        train_images = round(train_images * (1 - config.val_split))
-    recipe = {**auto_recipe(shape, train_images, classes), **keep}
-    if shape[:2] != have[:2] and config.resize is None and not folder:
-        recipe["resize"] = "letterbox"
-    name = presets.auto_name(shape, classes)
-    config = dataclasses.replace(config, model=name, input=None, **recipe)
-    budget = f"--time {config.time:g} s, at most {config.epochs} epochs" if config.time else ""
-    note = (
-        f"model auto: {name} for {'colour' if shape[2] == 3 else 'grayscale'} images of "
-        f"{have[0]}x{have[1]} (most common size), {classes} classes; {budget or 'epochs'}, "
-        f"batch {config.batch_size}, lr {config.lr:g}, augment {config.augment} "
-        f"(explicit options override each; 'cnnkit plan {name}' shows the network)"
-    )
-    return config, [note]
-
-
-def _budget_steps(config: TrainConfig, parts: Parts, devices: list[int], notes: list[str]) -> int:
-    """--time: the steps that fit, from steps timed on a copy of the model (at most `epochs`)."""
-    import copy
-    import itertools
-
-    import torch.nn.functional as F
-
-    model = copy.deepcopy(parts.model)
-    optimizer = _optimizer(config, model)
-    loader, seconds, last = parts.train_loader, [], time.perf_counter()
-    batches = itertools.chain.from_iterable(loader.epoch(e) for e in itertools.count())
-    with torch.random.fork_rng(devices=devices):  # the run's randomness stays as without --time
-        for x, y in itertools.islice(batches, TIMED_STEPS):  # (B, C, H, W), (B,)
-            with parts.autocast:
-                loss = F.cross_entropy(model(x).float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if parts.device.type == "cuda":
-                torch.cuda.synchronize(parts.device)
-            now = time.perf_counter()
-            seconds.append(now - last)
-            last = now
-    step_s = sum(seconds[3:]) / len(seconds[3:])
-    most = config.epochs * len(loader)
-    fitting = max(1, min(most, int(TIME_SHARE * (config.time or 0) / step_s)))
-    total = fitting
-    if "time" not in config.given:  # model auto's own budget; a --time given is kept exactly
-        total = max(fitting, min(most, AUTO_FLOOR_STEPS))
-    why = "fit" if total == fitting else f"fit, but model auto trains at least {total}"
-    limit = ", the most --epochs allows" if total == most else ""
-    notes.append(
-        f"--time {config.time:g}: a step takes {step_s * 1000:.0f} ms here, so {fitting:,} steps "
-        f"{why} ({total / len(loader):.1f} epochs{limit}); the one-cycle schedule is sized to them"
-    )
-    return total
 
 
 # ----------------------------------------------------------------------------- data and model

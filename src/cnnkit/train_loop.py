@@ -22,16 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnkit import cuda_recipe, distributed, runs
+from cnnkit import cuda_recipe, distributed, runs, train_report
 from cnnkit.errors import CheckpointError, ConfigError
-from cnnkit.plan import plan
-from cnnkit.train_config import TrainConfig, ending_warnings, learning_rate
+from cnnkit.train_config import TrainConfig, learning_rate
 from cnnkit.train_events import (  # re-exported: their home was here
     Evaluation,
     FitResult,
     Hooks,
-    Progress,
-    Start,
     TrainingInterrupted,
 )
 from cnnkit.train_state import TrainState, TrainSums
@@ -145,7 +142,7 @@ class Trainer:
         state = self.state
         self.start_step, self.start_elapsed = state.step, state.elapsed_s
         self.read_step = state.step
-        self._report_start()
+        train_report.start(self)
         if fresh:
             self._checkpoint()  # step 0: the directory is a run, resumable, from the start
         self.timing["setup_s"] = round(time.perf_counter() - started - self.timing["data_s"], 3)
@@ -158,7 +155,11 @@ class Trainer:
                 if self._after_step(epoch, lr):
                     break
             epoch, start_batch = epoch + 1, 0
-        summary = {**self._figures(), "total_steps": self.total, "run": str(self.run_dir)}
+        summary = {
+            **train_report.figures(self),
+            "total_steps": self.total,
+            "run": str(self.run_dir),
+        }
         manifest, metrics = runs.read_manifest(self.run_dir), list(self.metrics)
         return FitResult(
             self.run_dir, self.parts.model, manifest, metrics, summary, self.setup.notes
@@ -211,7 +212,7 @@ class Trainer:
             self._flush(lr)
             if self.hooks.on_step and (now - self.last_report > REPORT_SECONDS or end_of_epoch):
                 self.last_report = now
-                self._report_progress(epoch, batch, lr, state.elapsed_s + now - self.clock)
+                train_report.progress(self, epoch, batch, lr, state.elapsed_s + now - self.clock)
         if evaluate and self.parts.val_loader is not None:
             record = self._evaluate(epoch + batch / self.steps_per_epoch, lr)
             if config.target_acc is not None and record["val_acc"] >= config.target_acc:
@@ -377,84 +378,10 @@ class Trainer:
         if finished:  # ddp: the proof that the ranks ended with one model
             self.manifest_base["distributed"] = distributed.summary(world, model)
         if world.main:
-            manifest = dict(self.manifest_base, metrics=self._figures())
+            manifest = dict(self.manifest_base, metrics=train_report.figures(self))
             runs.save_model(self.run_dir, model, manifest)
             extra = {**state.to_dict(), "config": self.config.to_dict(), "world_size": world.size}
             rng = runs.capture_rng()
             runs.save_state(self.run_dir, self.parts.optimizer, extra, rng, model=model)
         distributed.wait(world)  # ddp: the others read the run only once it is written
         state.saved_step = state.step
-
-    # -------------------------------------------------------------------- report
-
-    def _report_start(self) -> None:
-        if self.hooks.on_start:
-            setup, parts = self.setup, self.parts
-            self.hooks.on_start(
-                Start(
-                    plan(setup.spec),
-                    self.run_dir,
-                    str(parts.device),
-                    parts.precision,
-                    len(setup.train),
-                    0 if setup.val is None else len(setup.val),
-                    self.steps_per_epoch,
-                    self.total,
-                    self.state.step,
-                    setup.notes,
-                )
-            )
-
-    def _report_progress(self, epoch: int, batch: int, lr: float, elapsed: float) -> None:
-        state, sums, batches = self.state, self.state.sums, self.steps_per_epoch
-        seconds = max(elapsed - self.start_elapsed, 1e-9)
-        per_step = seconds / max(state.step - self.start_step, 1)
-        self.hooks.on_step(  # type: ignore[misc]
-            Progress(
-                epoch=epoch,
-                epochs=self.config.epochs,
-                batch=batch,
-                batches=batches,
-                step=state.step,
-                total_steps=self.total,
-                loss=sums.loss / max(sums.count, 1),
-                acc=sums.correct / max(sums.count, 1),
-                lr=lr,
-                images_per_s=(state.step - self.start_step) * self.config.batch_size / seconds,
-                elapsed_s=elapsed,
-                eta_s=(batches - batch) * per_step,
-            )
-        )
-
-    def _figures(self) -> dict[str, Any]:
-        """The run's summary figures, as the manifest's "metrics" and FitResult.summary hold them."""
-        state, config, setup = self.state, self.config, self.setup
-        final = self.metrics[-1] if self.metrics else {}
-        if state.restored_step is not None:  # the best weights were put back (--patience)
-            final = next((m for m in self.metrics if m["step"] == state.best_step), final)
-        images = (state.step - self.start_step) * config.batch_size
-        seconds = state.elapsed_s - self.start_elapsed
-        step_seconds = seconds - self.eval_s  # the steps alone: what MFU divides by
-        figures = {
-            "steps": state.step,
-            "epochs": round(state.step / max(self.steps_per_epoch, 1), 4),
-            "best_val_acc": state.best_val_acc,
-            "best_step": state.best_step,
-            "final_val_acc": final.get("val_acc"),
-            "final_val_loss": final.get("val_loss"),
-            "final_train_acc": final.get("train_acc"),
-            "train_s": round(state.elapsed_s, 3),
-            "images_per_s": round(images / seconds, 1) if seconds > 0 else None,
-            "step_images_per_s": round(images / step_seconds, 1) if step_seconds > 0 else None,
-            "val": config.val or f"{config.val_split:g} of train",
-            "train_images": len(setup.train),
-            "val_images": 0 if setup.val is None else len(setup.val),
-            "device": str(self.parts.device),
-            "precision": self.parts.precision,
-            "threads": torch.get_num_threads(),
-            "stopped": state.stopped,
-            "restored_step": state.restored_step,
-            **self.timing,
-        }
-        figures["warnings"] = ending_warnings(figures, len(setup.class_names), config)
-        return figures
