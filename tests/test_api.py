@@ -145,16 +145,17 @@ def test_classifier_fit_was_renamed_prepare(arrays_run, digits) -> None:
 @pytest.mark.parametrize(
     ("cores", "load", "env", "expected"),
     [
-        (2, 0.0, "", 2),  # idle: every core
-        (2, 1.2, "", 1),  # one core busy
-        (2, 6.0, "", 1),  # busier than the machine: still one
-        (16, 3.4, "", 13),
-        (2, 6.0, "3", 3),  # OMP_NUM_THREADS wins
+        (2, 0, "", 2),  # idle: every core
+        (2, 1, "", 1),  # one core busy
+        (2, 6, "", 1),  # busier than the machine: still one
+        (16, 3, "", 13),
+        (2, 6, "3", 3),  # OMP_NUM_THREADS wins
+        (4, None, "", 4),  # no /proc: every core
     ],
 )
 def test_default_threads_leave_the_busy_cores(monkeypatch, cores, load, env, expected) -> None:
     monkeypatch.setattr(threads, "cores", lambda: cores)
-    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(threads, "others_running", lambda: load)
     monkeypatch.setenv("OMP_NUM_THREADS", env)
     assert threads.default_threads() == expected
 
