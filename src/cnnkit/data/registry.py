@@ -325,7 +325,10 @@ def load_registry(
             _check_count(entry, split, len(result[split]), found["archive"])
             _check_labels(entry, result[split].labels, found["archive"])
     notes = [f"{entry.title}; licence: {entry.licence}", verification_note(entry, records)]
-    notes += [f"{other} is left out of the registry: {why}" for other, why in UNAVAILABLE.items()]
+    if entry.parser != "idx":  # SVHN is the 32x32 colour set people look for beside CIFAR's
+        notes += [
+            f"{other} is left out of the registry: {why}" for other, why in UNAVAILABLE.items()
+        ]
     return Dataset(
         name=name,
         splits=result,
