@@ -77,7 +77,7 @@ class TrainConfig:
     # Building on a run, threads and in-memory data (cnnkit.transfer, cnnkit.threads, cnnkit.fit).
     from_run: str | None = None  # start from this run's weights (the head is new if classes differ)
     freeze: bool = False  # with from_run: conv/BN layers fixed (no grads, BN kept in eval mode)
-    threads: int | None = None  # torch CPU threads (None: the cores the load average leaves free)
+    threads: int | None = None  # torch CPU threads (None: the cores others leave free)
     # cnnkit.data.arrays.ArraysSource for data given as arrays; never saved (`data` names it).
     arrays: Any = dataclasses.field(default=None, repr=False, compare=False)
     given: tuple[str, ...] = ()  # the options the user chose; model 'auto' fills in the others

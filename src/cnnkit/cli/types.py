@@ -46,7 +46,7 @@ def add_threads(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=positive_int,
         metavar="N",
-        help="CPU threads (default: the cores the load average leaves free, or OMP_NUM_THREADS)",
+        help="CPU threads (default: the cores other running threads leave free, or OMP_NUM_THREADS)",
     )
 
 
