@@ -91,7 +91,7 @@ def test_alpha_background_follows_the_training_data(preprocessing, background):
 def test_transparent_pixels_become_the_digits_black_background(digits):
     classifier = load(digits)
     assert classifier.background == 0
-    fitted = classifier.fit(half_transparent())
+    fitted = classifier.prepare(half_transparent())
     # The opaque top half stays white, the transparent bottom half is black, as MNIST's ground.
     assert (fitted[:14] == 255).all() and (fitted[14:] == 0).all()
     result = classifier.predict(half_transparent())[0]

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from cnnkit import runs
-from cnnkit.inspect import snapshots
+from cnnkit.inspect import colours, snapshots
 from cnnkit.serve import live as live_module
 from cnnkit.serve.app import create_app
 from cnnkit.train import Hooks, TrainConfig, fit
@@ -71,9 +71,11 @@ def test_snapshot_holds_the_first_conv_filters_maps_and_gradcam(run):
     assert document["filters"]["limit"] == pytest.approx(float(np.abs(weights).max()), rel=1e-6)
     grid = decode_png(document["filters"]["png"])
     assert grid.shape == (3, 8 * 4 - 1, 3)  # 8 filters of 3x3 in a row, 1 px apart
-    # The largest positive weight is the reddest tile pixel, as draw.diverging colours it.
+    # The largest positive weight's pixel is coloured as the one signed map colours it.
     k, _, row, col = np.unravel_index(np.argmax(weights), weights.shape)
-    assert tuple(grid[row, k * 4 + col]) == (103, 0, 31)
+    limit = float(np.abs(weights).max())
+    expected = colours.signed(np.array([weights[k, 0, row, col]]), limit)[0]
+    assert tuple(grid[row, k * 4 + col]) == tuple(expected)
     names = [layer["name"] for layer in document["maps"]]
     assert names[0] == "conv1" and len(names) == 6  # (conv, pool) x3
     assert decode_png(document["maps"][0]["png"]).shape == (28, 8 * 29 - 1, 3)

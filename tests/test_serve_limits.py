@@ -123,7 +123,7 @@ def test_the_largest_accepted_image_costs_under_300_mb(tmp_path: Path):
     with open("/proc/self/clear_refs", "w") as refs:
         refs.write("5")  # reset the peak-RSS mark
     before = _peak_rss_mb()
-    pixels = decoder.fit_now("the upload", data)
+    pixels, _notes = decoder.fit_now("the upload", data)
     assert pixels.shape == (8, 8, 3)
     assert _peak_rss_mb() - before < 300  # measured: +170 MB (decode; strips of ~8 MB after)
     decoder.close()

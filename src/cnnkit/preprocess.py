@@ -13,6 +13,7 @@ from. NumPy and Pillow only: nothing here imports torch (tests/test_layering.py 
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -141,18 +142,35 @@ def _grey_mode(mode: str) -> bool:
     return mode in ("1", "L", "LA", "La", "F") or mode.startswith("I")
 
 
+# Notes look at a nearest-neighbour sample of at most this many pixels: a 40 MP RGBA upload
+# converted whole would cost ~500 MB (tests/test_serve_limits.py keeps a decode under 300 MB).
+NOTE_SAMPLE_PIXELS = 1_000_000
+
+
+def _sample(image: Any) -> Any:
+    """`image` itself when small, else a nearest-neighbour copy of about NOTE_SAMPLE_PIXELS."""
+    from PIL import Image
+
+    pixels = image.width * image.height
+    if pixels <= NOTE_SAMPLE_PIXELS:
+        return image
+    factor = math.ceil(math.sqrt(pixels / NOTE_SAMPLE_PIXELS))
+    size = (max(1, image.width // factor), max(1, image.height // factor))
+    return image.resize(size, Image.Resampling.NEAREST)
+
+
 def _transparent(image: Any) -> bool:
-    """True when some pixel is not fully opaque."""
+    """True when some (sampled) pixel is not fully opaque."""
     if image.mode not in ("LA", "La", "RGBA", "RGBa", "PA") and "transparency" not in image.info:
         return False
-    return image.convert("RGBA").getchannel("A").getextrema()[0] < 255
+    return _sample(image).convert("RGBA").getchannel("A").getextrema()[0] < 255
 
 
 def _coloured(image: Any) -> bool:
-    """True when the channels differ somewhere: an RGB file of grey pixels is not colour."""
+    """True when the channels differ somewhere (sampled): an RGB file of grey pixels is not colour."""
     if _grey_mode(image.mode):
         return False
-    rgb = np.asarray(image.convert("RGB"))
+    rgb = np.asarray(_sample(image).convert("RGB"))
     return bool((rgb[..., 0] != rgb[..., 1]).any() or (rgb[..., 1] != rgb[..., 2]).any())
 
 

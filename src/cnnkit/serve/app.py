@@ -327,6 +327,11 @@ def _add_unavailable_view_routes(app: FastAPI) -> None:
             path, unavailable, methods=[method], responses={501: ERRORS[501]}, response_model=None
         )
 
+    @app.get("/api/live", include_in_schema=False)
+    async def nothing_training() -> dict[str, Any]:
+        """An .onnx model is never training: the page's live view finds nothing to follow."""
+        return {"finished": True, "version": [], "probe_png": None, "snapshots": []}
+
 
 # ----------------------------------------------------------------------------- the page
 
