@@ -60,6 +60,7 @@ def test_import_cnnkit_stays_light() -> None:
 # ----------------------------------------------------------------------------- fit on arrays
 
 
+@pytest.mark.slow
 def test_fit_on_arrays_returns_a_one_line_result(arrays_run) -> None:
     text = repr(arrays_run)
     assert "\n" not in text

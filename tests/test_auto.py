@@ -236,6 +236,7 @@ def test_auto_on_a_colour_folder_chooses_its_shape_and_says_so(
     assert "warnings" in result.summary and "warnings" in result.manifest["metrics"]
 
 
+@pytest.mark.slow
 def test_time_sizes_the_run_and_resume_keeps_its_length(photos: Path, tmp_path: Path) -> None:
     config = TrainConfig(
         model="auto-40x40x3-c2", data=str(photos), time=3.0, epochs=50, batch_size=8,

@@ -142,6 +142,7 @@ def specs(draw: st.DrawFn) -> Spec:
     return Spec(shape, layers)
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(specs())
 def test_random_specs_match_the_planner(spec: Spec) -> None:
@@ -372,6 +373,7 @@ def test_channels_last_gives_the_same_output() -> None:
     torch.testing.assert_close(actual, expected)
 
 
+@pytest.mark.slow
 def test_compiles_as_one_graph() -> None:
     # fullgraph=True fails on any graph break; the eager backend checks tracing without the
     # minutes of an inductor build on CPU.
@@ -383,6 +385,7 @@ def test_compiles_as_one_graph() -> None:
         torch.testing.assert_close(compiled(x), model(x))
 
 
+@pytest.mark.slow
 def test_package_build_stays_the_function_after_any_import():
     # The module is cnnkit.network, so importing it never shadows the cnnkit.build function.
     import subprocess

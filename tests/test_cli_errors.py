@@ -47,6 +47,7 @@ def test_data_show_refuses_a_folder_and_a_file_as_folder(capsys, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder.png"]
 
 
+@pytest.mark.slow
 def test_data_show_says_when_the_count_is_capped(capsys, tmp_path):
     assert (
         main(

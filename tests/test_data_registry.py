@@ -32,6 +32,7 @@ def _place(folder, *, level: int = 9, change=None) -> None:
         (folder / f"{name}.gz").write_bytes(gzip.compress(bytes(content), compresslevel=level))
 
 
+@pytest.mark.slow
 def test_recompressed_mnist_verifies_against_its_content(tmp_path):
     _place(tmp_path, level=9)  # other bytes than the publisher's gzip, same content
     dataset = open_source("mnist:test", data_dir=tmp_path, progress=False)
@@ -74,6 +75,7 @@ def _one_label_changed(name: str, content: bytearray) -> None:
         content[100] = (content[100] + 1) % 10  # a valid IDX file, not MNIST's
 
 
+@pytest.mark.slow
 def test_a_tampered_mnist_copy_is_refused(tmp_path):
     _place(tmp_path, level=9, change=_one_label_changed)
     with pytest.raises(DataError) as caught:

@@ -104,6 +104,7 @@ def test_every_layer_kind_exports_and_runs_in_onnx_runtime_as_in_torch(tmp_path,
 # ----------------------------------------------------------------------------- the file
 
 
+@pytest.mark.slow
 def test_the_file_checks_and_carries_the_preprocessing_and_the_weights_hash(exported):
     run, path = exported
     model = onnx.load(path)
@@ -320,6 +321,7 @@ def test_export_refuses_bad_options(tmp_path, options, error, message):
         export_onnx(run, tmp_path / "m.onnx", **options)
 
 
+@pytest.mark.slow
 def test_a_failed_parity_check_is_an_error_and_writes_nothing(exported, tmp_path, monkeypatch):
     run, _ = exported
     other = load(save_run(tmp_path / "other", seed=1))

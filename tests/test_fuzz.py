@@ -72,6 +72,7 @@ SPEC_DOCUMENT = st.fixed_dictionaries(
 ) | VALUES  # fmt: skip
 
 
+@pytest.mark.slow
 @BOUNDED
 @given(SPEC_DOCUMENT, st.sampled_from(["json", "yaml"]))
 def test_spec_files(document, form):
@@ -86,6 +87,7 @@ def test_spec_files(document, form):
         result_or_own_error(plan, spec)
 
 
+@pytest.mark.slow
 @BOUNDED
 @given(st.integers(1, 5_000), st.sampled_from(["[", "{a: ", "- "]), st.booleans())
 def test_deep_spec_files(depth, opener, anchored):

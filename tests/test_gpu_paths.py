@@ -44,6 +44,7 @@ def test_cifar_fast_is_a_preset_with_airbench94s_widths():
     assert network.totals["macs"] == stem + groups + 256 * 10
 
 
+@pytest.mark.slow
 def test_cifar_fast_trains_on_the_cpu_on_uint8_colour_images():
     torch.manual_seed(0)
     model = build("cifar-fast", seed=0).train()
@@ -62,6 +63,7 @@ def test_cifar_fast_trains_on_the_cpu_on_uint8_colour_images():
     assert losses[-1] < losses[0]
 
 
+@pytest.mark.slow
 def test_cifar_fast_runs_through_fit_on_an_npz(tmp_path):
     rng = np.random.default_rng(0)
     archive = tmp_path / "colour.npz"
@@ -360,6 +362,7 @@ def gpu_path(monkeypatch):
     return called
 
 
+@pytest.mark.slow
 def test_the_cuda_path_gives_the_cpu_paths_figures(tmp_path, request):
     cpu = fit(loop_config(tmp_path, "cpu"))
     called = request.getfixturevalue("gpu_path")
@@ -377,6 +380,7 @@ def test_the_cuda_path_gives_the_cpu_paths_figures(tmp_path, request):
     assert cpu.summary["step_images_per_s"] >= cpu.summary["images_per_s"] > 0
 
 
+@pytest.mark.slow
 def test_the_cuda_recipe_shapes_a_new_runs_saved_config_and_not_a_resume(
     tmp_path, monkeypatch, gpu_path
 ):

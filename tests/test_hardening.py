@@ -244,6 +244,7 @@ def test_a_manifest_spec_too_large_to_build_is_refused_before_building(run):
     assert time.perf_counter() - started < 5
 
 
+@pytest.mark.slow
 def test_a_manifest_spec_of_200000_layers_is_refused_fast(run):
     edit(run, lambda d: d["spec"].update(layers=[{"type": "relu"}] * 200_000))
     started = time.perf_counter()

@@ -320,6 +320,7 @@ LONG_NAMES = [f"a rather long class name number {i}" for i in range(100)]
 SIGN_NAMES = [f"speed limit {v}" for v in (20, 30, 50, 60, 70, 80, 100, 120)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "names",
     [
@@ -341,6 +342,7 @@ def test_bar_chart_labels_every_class_in_full_and_apart(names):
     assert_apart(text_boxes(figure, labels), figure)
 
 
+@pytest.mark.slow
 def test_confusion_matrix_labels_100_classes_apart():
     from cnnkit.inspect.charts import heat_map_figure
 

@@ -6,6 +6,8 @@ import ast
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 SRC = REPO / "src" / "cnnkit"
@@ -77,6 +79,7 @@ TORCH_FREE = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_the_onnx_runtime_path_imports_no_torch():
     script = (
         "import sys\n"

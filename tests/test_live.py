@@ -42,6 +42,7 @@ def decode_png(text: str) -> np.ndarray:
 # ----------------------------------------------------------------------------- the writer
 
 
+@pytest.mark.slow
 def test_a_snapshot_per_evaluation_and_the_index_lists_them(run):
     result, hook = run
     index = snapshots.read_index(result.run)
@@ -104,6 +105,7 @@ def test_probe_is_the_first_validation_image_stored_once(run, tmp_path):
     assert [e["step"] for e in snapshots.read_index(copy)["snapshots"]] == [70, 140, 999]
 
 
+@pytest.mark.slow
 def test_snapshots_change_nothing_in_training(run, tmp_path):
     """The same seed with and without snapshots gives bitwise the same weights and metrics."""
     result, _ = run

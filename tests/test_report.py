@@ -70,6 +70,7 @@ def report_file(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_report_is_self_contained(report_file):
     page = report_file.read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>")
@@ -235,6 +236,7 @@ def test_report_opens_in_chromium_without_errors(report_file, browser):
     assert (ARTIFACTS / "report.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_evaluate_plots_draws_every_chart(report_file, tmp_path, capsys):
     out = tmp_path / "plots"
     run = str(report_file.parent)

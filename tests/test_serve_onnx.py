@@ -74,6 +74,7 @@ def assert_same_ranking(got: list[tuple[str, float]], want: list[tuple[str, floa
     np.testing.assert_allclose([p for _, p in got], [p for _, p in want], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_predict_ranks_an_upload_as_pytorch_does(exported, client):
     image = pixels((20, 30, 3), seed=3)
     response = client.post("/api/predict?k=3", content=png_bytes(image))

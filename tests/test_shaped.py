@@ -27,6 +27,7 @@ def gray_npz(path: Path, width: int = 28) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_every_entry_point_sees_the_same_tensors_and_notes(tmp_path, monkeypatch, capsys):
     opened: dict[str, shaped.ShapedSource] = {}
     real = shaped.open_for_model

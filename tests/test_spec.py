@@ -234,6 +234,7 @@ specs = st.builds(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(specs)
 def test_notation_and_file_forms_round_trip(spec):
@@ -249,6 +250,7 @@ alphabet = st.sampled_from(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=500, deadline=None)
 @given(st.lists(alphabet, max_size=40).map("".join))
 def test_fuzz_parser_gives_a_plan_or_a_spec_error(text):

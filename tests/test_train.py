@@ -88,6 +88,7 @@ def test_learning_rate_is_a_function_of_the_step(schedule: str, step: int, expec
 # ----------------------------------------------------------------------------- fit
 
 
+@pytest.mark.slow
 def test_same_seed_gives_bitwise_identical_weights(tmp_path: Path) -> None:
     first = fit(tiny(tmp_path, "a", seed=3))
     second = fit(tiny(tmp_path, "b", seed=3))
@@ -97,6 +98,7 @@ def test_same_seed_gives_bitwise_identical_weights(tmp_path: Path) -> None:
     assert not torch.equal(weights(first.run)["conv1.weight"], weights(other.run)["conv1.weight"])
 
 
+@pytest.mark.slow
 def test_fit_writes_a_usable_run(tmp_path: Path) -> None:
     result = fit(tiny(tmp_path, val="test", eval_every=0.5))
     assert result.final_val_acc > 0.8  # measured 0.90 after 90 steps
@@ -120,6 +122,7 @@ def test_target_accuracy_stops_early(tmp_path: Path) -> None:
     assert result.metrics[-1]["val_acc"] >= 0.5
 
 
+@pytest.mark.slow
 def test_lenet5_is_fitted_to_28x28_digits(tmp_path: Path) -> None:
     notes: list[str] = []
     out = str(tmp_path / "l")  # batch 500 keeps the test short; the recipe's own is 128
@@ -151,6 +154,7 @@ def test_the_loss_becoming_nan_stops_with_the_step_and_keeps_a_good_checkpoint(
     assert all(torch.isfinite(t).all() for t in model.state_dict().values())
 
 
+@pytest.mark.slow
 def test_resuming_a_finished_run_is_refused(tmp_path: Path) -> None:
     result = fit(tiny(tmp_path))
     with pytest.raises(
@@ -233,6 +237,7 @@ def test_ctrl_c_saves_exits_130_and_resumes_exactly(uninterrupted: Path, tmp_pat
 # ----------------------------------------------------------------------------- the CLI
 
 
+@pytest.mark.slow
 def test_train_json_prints_the_metrics_records(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -246,6 +251,7 @@ def test_train_json_prints_the_metrics_records(
     assert "saved to" in captured.err
 
 
+@pytest.mark.slow
 def test_train_prints_the_plan_then_evaluations_then_the_summary(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -321,6 +327,7 @@ def test_resume_of_a_folder_that_is_not_a_run(
     )
 
 
+@pytest.mark.slow
 def test_resume_takes_no_other_options(existing_run: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["train", "--resume", str(existing_run), "--lr", "0.1"]) == 2
     assert capsys.readouterr().err.startswith(

@@ -57,6 +57,7 @@ def weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run / runs.WEIGHTS))
 
 
+@pytest.mark.slow
 def test_same_classes_keep_every_layer_and_the_manifest_names_the_source(
     source: Path, tmp_path: Path
 ) -> None:
@@ -121,6 +122,7 @@ def test_gray_to_rgb_replicates_the_first_filters_by_reference(source: Path) -> 
     assert torch.allclose(back, old["conv1.weight"], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_gap_model_moves_to_another_size_and_keeps_its_head(tmp_path: Path) -> None:
     gap = train_run(tmp_path / "gap", GAP)
     result = fit(
@@ -130,6 +132,7 @@ def test_a_gap_model_moves_to_another_size_and_keeps_its_head(tmp_path: Path) ->
     assert result.manifest["from"]["transferred"] == ["conv1", "bn1", "conv2", "fc1"]
 
 
+@pytest.mark.slow
 def test_an_fc_after_flatten_cannot_move_to_another_size(tmp_path: Path) -> None:
     deep = train_run(tmp_path / "deep", DEEP_FLAT)
     message = (
@@ -145,6 +148,7 @@ def test_an_fc_after_flatten_cannot_move_to_another_size(tmp_path: Path) -> None
 # ----------------------------------------------------------------------------- the command
 
 
+@pytest.mark.slow
 def test_model_given_a_run_means_from(source: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "via-model"
     args = ["train", "--model", str(source), "--out", str(out), "--epochs", "1", "--quiet"]
