@@ -30,9 +30,9 @@ from typing import Literal
 import numpy as np
 import torch
 
+from cnnkit.budgets import available_memory
 from cnnkit.data.augment import Augment
 from cnnkit.data.dataset import Split, shard_bounds
-from cnnkit.data.npy import available_memory
 from cnnkit.errors import ConfigError
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -79,7 +79,8 @@ def memory_mode(
         return data_memory
     if budget is None:
         local_ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
-        budget = available_memory() // 2 // local_ranks
+        # No way to ask (neither Linux nor POSIX): assume 8 GiB.
+        budget = (available_memory() or 2**33) // 2 // local_ranks
         if device is not None and device.type == "cuda":
             budget = min(budget, torch.cuda.mem_get_info(device)[0] // 2)
     return "ram" if nbytes <= budget else "disk"

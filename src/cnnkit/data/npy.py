@@ -77,18 +77,3 @@ def save_npy(path: Path, array: np.ndarray) -> None:
 def load_npy(path: Path) -> np.ndarray:
     """A read-only memory map of `path`: nothing is read until indexed."""
     return np.load(path, mmap_mode="r", allow_pickle=False)
-
-
-def available_memory() -> int:
-    """Bytes of memory available now: MemAvailable from /proc/meminfo, else free pages."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 2**33  # no way to ask (not Linux nor POSIX): assume 8 GiB
